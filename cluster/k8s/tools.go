@@ -1,0 +1,14 @@
+//go:build tools
+
+// Package tools pins the Kubernetes commands that cluster/build-k8s.sh compiles.
+// The blank imports keep them in go.mod/go.sum; the file itself is never built.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+)
