@@ -1,0 +1,1 @@
+"""Shared pieces of icee: CodeSession models, the language registry, names and labels."""
