@@ -1,0 +1,1 @@
+"""icee api: HTTP calls, the WebSocket protocol and the attach bridge to sandbox pods."""

@@ -1,0 +1,108 @@
+"""The attach WebSocket to a sandbox container, spoken with ``websockets`` directly.
+
+``wss://<apiserver>/api/v1/namespaces/<ns>/pods/<pod>/attach?...`` with the channel
+protocol of :mod:`icee_api.channel`. Buffers are bounded both ways: ``max_size`` per
+frame, ``max_queue`` frames read ahead, ``write_limit`` bytes waiting to be sent; a
+slow browser therefore slows the program down instead of growing memory here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+
+from icee_api import channel
+from icee_api.channel import Channel, Frame
+from icee_api.kube import AttachTarget
+
+
+class AttachClosed(Exception):
+    """The attach connection is closed; nothing more reaches the program."""
+
+
+class AttachError(RuntimeError):
+    """The attach WebSocket could not be opened."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class AttachBuffers:
+    max_frame_bytes: int = 1 << 20
+    max_queue: int = 16
+    write_limit: int = 1 << 16
+    open_timeout: float = 10.0
+
+
+class AttachStream:
+    """One open attach connection."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self.subprotocol = ws.subprotocol
+
+    @property
+    def can_close_stdin(self) -> bool:
+        # v4 has no close signal: stdin EOF needs v5.
+        return self.subprotocol == channel.V5
+
+    async def send_stdin(self, data: bytes) -> None:
+        await self._send(channel.encode(Channel.STDIN, data))
+
+    async def close_stdin(self) -> None:
+        await self._send(channel.encode_close(Channel.STDIN))
+
+    async def _send(self, frame: bytes) -> None:
+        try:
+            await self._ws.send(frame)
+        except ConnectionClosed as exc:
+            raise AttachClosed(str(exc)) from exc
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        """Frames until the remote end closes (the container exited or the pod went away)."""
+        try:
+            async for message in self._ws:
+                yield channel.decode(message)
+        except ConnectionClosed:
+            return
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+
+@asynccontextmanager
+async def open_attach(target: AttachTarget, buffers: AttachBuffers) -> AsyncIterator[AttachStream]:
+    try:
+        ws = await connect(
+            target.url,
+            subprotocols=[Subprotocol(p) for p in channel.SUBPROTOCOLS],
+            additional_headers=target.headers,
+            ssl=target.ssl,
+            server_hostname=target.server_hostname,
+            compression=None,
+            open_timeout=buffers.open_timeout,
+            max_size=buffers.max_frame_bytes,
+            max_queue=buffers.max_queue,
+            write_limit=buffers.write_limit,
+        )
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        body = exc.response.body.decode("utf-8", "replace")[:500] if exc.response.body else ""
+        raise AttachError(f"attach refused: HTTP {status} {body}", status) from exc
+    except (InvalidHandshake, OSError, TimeoutError) as exc:
+        raise AttachError(f"attach failed: {exc}") from exc
+    if ws.subprotocol not in channel.SUBPROTOCOLS:
+        await ws.close()
+        raise AttachError(f"API server chose no channel subprotocol ({ws.subprotocol!r})")
+    stream = AttachStream(ws)
+    try:
+        yield stream
+    finally:
+        await ws.close()

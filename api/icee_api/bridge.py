@@ -1,0 +1,244 @@
+"""The live bridge between one client WebSocket and one attach stream.
+
+Two pumps, pod -> client and client -> pod, plus a watchdog for the idle timeout,
+run under ``asyncio.wait(FIRST_COMPLETED)``; whichever ends first decides how the
+bridge ends and the others are cancelled. Stream-side limits (output, stdin, idle)
+are checked here because only the stream sees the bytes; when one trips the
+bridge asks the operator to end the session and keeps draining the attach stream
+until the pod goes away, so the final status can follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from icee_core.models import Reason
+
+from icee_api import messages
+from icee_api.attach import AttachClosed
+from icee_api.channel import Channel, ChannelProtocolError, Frame, parse_status
+from icee_api.decoding import StreamDecoder
+from icee_api.limits import ByteBudget, IdleClock
+from icee_api.messages import Eof, Input, MessageError, Terminate, parse_client_message
+from icee_api.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class ClientGone(Exception):
+    """The client's WebSocket is closed; nothing more can be sent to it."""
+
+
+class ClientLink(Protocol):
+    async def send(self, message: dict[str, Any]) -> None:
+        """Send one JSON message; raise ClientGone if the client is gone."""
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame, or None once the client disconnected."""
+
+
+class AttachLink(Protocol):
+    """The program side; sends raise AttachClosed once the attach connection is gone."""
+
+    @property
+    def can_close_stdin(self) -> bool: ...
+
+    async def send_stdin(self, data: bytes) -> None: ...
+
+    async def close_stdin(self) -> None: ...
+
+    def frames(self) -> AsyncIterator[Frame]: ...
+
+
+Terminator = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    output_bytes: int
+    stdin_bytes: int
+    idle_seconds: float
+    termination_timeout: float
+
+
+class BridgeEnd(Enum):
+    PROGRAM_ENDED = "program ended"  # attach closed: the container exited or the pod went away
+    CLIENT_GONE = "client gone"
+    STUCK = "termination not honoured"  # asked to end, but the pod stayed
+
+
+class Bridge:
+    def __init__(
+        self,
+        session: Session,
+        client: ClientLink,
+        attach: AttachLink,
+        limits: StreamLimits,
+        terminate: Terminator,
+        on_output: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.session = session
+        self._client = client
+        self._attach = attach
+        self._limits = limits
+        self._terminate = terminate
+        self._on_output = on_output
+        self.output = ByteBudget(limits.output_bytes)
+        self.stdin = ByteBudget(limits.stdin_bytes)
+        self.idle = IdleClock(limits.idle_seconds)
+        self._ending = asyncio.Event()
+        self._stdin_closed = False
+
+    async def run(self) -> BridgeEnd:
+        tasks = {
+            asyncio.create_task(self._pod_to_client(), name="pod->client"),
+            asyncio.create_task(self._client_to_pod(), name="client->pod"),
+            asyncio.create_task(self._watchdog(), name="watchdog"),
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # Several may finish in the same loop turn; the program ending wins (it has a status).
+        ends = [t.result() for t in done]
+        for end in BridgeEnd:
+            if end in ends:
+                return end
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def request_termination(self, reason: str, message: str) -> None:
+        """End the session for ``reason``; only the first reason is sent to the operator."""
+        if self.session.ended or not self.session.request_termination(reason, message):
+            return
+        self._ending.set()
+        await self._terminate(reason, message)
+
+    async def _trip(self, reason: str, message: str) -> None:
+        """A stream-side limit tripped: tell the client why, then end the session."""
+        if self.session.termination is None:
+            await self._client_send_quietly(messages.error(message))
+        await self.request_termination(reason, message)
+
+    async def _client_send_quietly(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(ClientGone):
+            await self._client.send(message)
+
+    async def _pod_to_client(self) -> BridgeEnd:
+        decoders = {Channel.STDOUT: StreamDecoder(), Channel.STDERR: StreamDecoder()}
+        try:
+            async for frame in self._attach.frames():
+                if frame.channel in decoders:
+                    await self._relay_output(frame, decoders[frame.channel])
+                elif frame.channel is Channel.ERROR:
+                    status = parse_status(frame.data)
+                    if not status.success:
+                        log.info("attach %s: %s %s", self.session.id, status.reason, status.message)
+            for chan, decoder in decoders.items():
+                tail = decoder.flush()
+                if tail and not self.output.exceeded:
+                    await self._client.send(messages.output(_stream_name(chan), tail))
+        except ClientGone:
+            return BridgeEnd.CLIENT_GONE
+        except ChannelProtocolError as exc:
+            log.warning("attach %s: %s", self.session.id, exc)
+        return BridgeEnd.PROGRAM_ENDED
+
+    async def _relay_output(self, frame: Frame, decoder: StreamDecoder) -> None:
+        if not frame.data or self.output.exceeded:
+            return  # after the cap: drain and drop until the operator ends the pod
+        self.idle.touch()
+        allowed = self.output.take(len(frame.data))
+        text = decoder.decode(frame.data[:allowed])
+        if text:
+            stream = _stream_name(frame.channel)
+            await self._client.send(messages.output(stream, text))
+            if self._on_output is not None:
+                self._on_output(stream, allowed)
+        if self.output.exceeded:
+            await self._trip(
+                Reason.OUTPUT_LIMIT_EXCEEDED,
+                f"output limit exceeded: more than {self.output.limit} bytes of stdout+stderr",
+            )
+
+    async def _client_to_pod(self) -> BridgeEnd:
+        while True:
+            raw = await self._client.receive()
+            if raw is None:
+                return BridgeEnd.CLIENT_GONE
+            try:
+                await self._handle_client_frame(raw)
+            except ClientGone:
+                return BridgeEnd.CLIENT_GONE
+            except AttachClosed:
+                # The program side is gone; the pod -> client pump ends the bridge.
+                await self._client_send_quietly(messages.error("the program is no longer running"))
+
+    async def _handle_client_frame(self, raw: str | bytes) -> None:
+        if isinstance(raw, bytes):
+            await self._client.send(
+                messages.error("binary frames are not supported; send JSON text")
+            )
+            return
+        try:
+            msg = parse_client_message(raw)
+        except MessageError as exc:
+            await self._client.send(messages.error(str(exc)))
+            return
+        if isinstance(msg, Terminate):
+            await self.request_termination(Reason.USER_TERMINATED, "terminated by the client")
+        elif self.session.termination is not None:
+            await self._client.send(messages.error("the session is ending; input ignored"))
+        elif self._stdin_closed:
+            await self._client.send(messages.error("stdin is already closed"))
+        elif isinstance(msg, Input):
+            await self._send_input(msg.data.encode("utf-8"))
+        elif isinstance(msg, Eof):
+            if not self._attach.can_close_stdin:
+                await self._client.send(
+                    messages.error(
+                        "eof is not supported: the cluster speaks only v4.channel.k8s.io"
+                    )
+                )
+                return
+            self._stdin_closed = True
+            self.idle.touch()
+            await self._attach.close_stdin()
+
+    async def _send_input(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self.stdin.fits(len(data)):
+            await self._trip(
+                Reason.STDIN_LIMIT_EXCEEDED,
+                f"stdin limit exceeded: more than {self.stdin.limit} bytes of input",
+            )
+            return
+        self.idle.touch()
+        await self._attach.send_stdin(data)
+
+    async def _watchdog(self) -> BridgeEnd:
+        # Sleeps until the earliest moment the session could be idle; no polling.
+        while not self._ending.is_set():
+            remaining = self.idle.remaining()
+            if remaining <= 0:
+                seconds = f"{self._limits.idle_seconds:g}"
+                await self._trip(
+                    Reason.IDLE_TIMEOUT, f"idle timeout: no input or output for {seconds} s"
+                )
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ending.wait(), remaining)
+        await asyncio.sleep(self._limits.termination_timeout)
+        return BridgeEnd.STUCK
+
+
+def _stream_name(chan: Channel) -> str:
+    return "stdout" if chan is Channel.STDOUT else "stderr"

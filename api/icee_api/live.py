@@ -1,0 +1,116 @@
+"""The sessions this api process is responsible for right now.
+
+- one client per session: the first WebSocket claims it, later ones are refused;
+- a session created here that no client attaches to within its idle timeout is
+  ended (ClientGone): its program is held until attach, so nobody would ever see it;
+- graceful shutdown: refuse new sessions, let attached ones finish within the grace
+  period, then end the rest with ServerShutdown.
+
+One api process, one table; running several api replicas would need the claim to
+live in the cluster (a lease), which is later work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from icee_core.models import Reason
+
+log = logging.getLogger(__name__)
+
+# Asks the operator to end a session: (session id, reason, message).
+Terminate = Callable[[str, str, str], Awaitable[object]]
+
+
+class StreamHandle(Protocol):
+    async def terminate(self, reason: str, message: str) -> None: ...
+
+
+class LiveSessions:
+    def __init__(self, terminate: Terminate) -> None:
+        self._terminate = terminate
+        self._created: dict[str, float] = {}
+        self._deadlines: dict[str, asyncio.TimerHandle] = {}
+        self._streams: dict[str, StreamHandle] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._no_streams = asyncio.Event()
+        self._no_streams.set()
+        self.draining = False
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def created(self, session_id: str, connect_timeout: float) -> None:
+        """A session was created here; end it if no client attaches in time."""
+        self._created[session_id] = time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._deadlines[session_id] = loop.call_later(
+            connect_timeout, self._no_client, session_id, connect_timeout
+        )
+
+    def created_at(self, session_id: str) -> float | None:
+        return self._created.get(session_id)
+
+    def claim(self, session_id: str, handle: StreamHandle) -> bool:
+        if session_id in self._streams:
+            return False
+        self._streams[session_id] = handle
+        self._no_streams.clear()
+        timer = self._deadlines.pop(session_id, None)
+        if timer is not None:
+            timer.cancel()
+        return True
+
+    def release(self, session_id: str) -> None:
+        self._streams.pop(session_id, None)
+        self._created.pop(session_id, None)
+        if not self._streams:
+            self._no_streams.set()
+
+    async def terminate(self, session_id: str, reason: str, message: str) -> None:
+        """End a session, through its stream if it has one here (so the client is told)."""
+        handle = self._streams.get(session_id)
+        if handle is not None:
+            await handle.terminate(reason, message)
+        else:
+            await self._terminate(session_id, reason, message)
+
+    async def drain(self, grace: float, settle: float) -> None:
+        """Graceful shutdown: wait up to ``grace`` s, then ServerShutdown for the rest."""
+        self.draining = True
+        log.info("draining: %d attached session(s), grace %g s", len(self._streams), grace)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_streams.wait(), grace)
+        message = "the server is shutting down"
+        unattached = list(self._deadlines)
+        for timer in self._deadlines.values():
+            timer.cancel()
+        self._deadlines.clear()
+        pending = [self._terminate(sid, Reason.SERVER_SHUTDOWN, message) for sid in unattached]
+        pending += [h.terminate(Reason.SERVER_SHUTDOWN, message) for h in self._streams.values()]
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("could not end a session on shutdown: %s", result)
+        # Give the streams time to pass the final state on to their clients.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_streams.wait(), settle)
+
+    def _no_client(self, session_id: str, timeout: float) -> None:
+        self._deadlines.pop(session_id, None)
+        self._created.pop(session_id, None)
+        message = f"no client attached within {timeout:g} s"
+        task = asyncio.create_task(self._end_quietly(session_id, message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _end_quietly(self, session_id: str, message: str) -> None:
+        try:
+            await self._terminate(session_id, Reason.CLIENT_GONE, message)
+        except Exception as exc:  # a background timer has nobody to report to
+            log.warning("could not end unattached session %s: %s", session_id, exc)

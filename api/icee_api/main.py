@@ -1,0 +1,67 @@
+"""``icee-api``: run the api under uvicorn, with icee's graceful shutdown.
+
+uvicorn on SIGTERM closes every WebSocket with 1012 at once; icee first drains:
+new sessions are refused, attached ones get the grace period to finish, the rest
+end with ServerShutdown and their clients get the final state. Then uvicorn stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import FrameType
+
+import uvicorn
+
+from icee_api.app import create_app
+from icee_api.services import Services
+from icee_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, services: Services) -> None:
+        super().__init__(config)
+        self._services = services
+        self._drain: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain is not None or not self.started:
+            # A second signal (or one before start-up finished): stop now.
+            super().handle_exit(sig, frame)
+            return
+        self._drain = asyncio.get_running_loop().create_task(self._drain_then_exit(sig, frame))
+
+    async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        settings = self._services.settings
+        try:
+            await self._services.live.drain(
+                settings.shutdown_grace_seconds, settle=settings.final_status_timeout_seconds
+            )
+        except Exception:
+            log.exception("drain failed")
+        super().handle_exit(sig, frame)
+
+
+def run() -> None:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_max_size=settings.max_client_frame_bytes,
+        timeout_graceful_shutdown=5,
+        proxy_headers=True,
+    )
+    server = DrainingServer(config, app.state.services)
+    server.run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

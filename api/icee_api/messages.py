@@ -1,0 +1,95 @@
+"""The WebSocket protocol between the api and its clients (JSON text frames).
+
+client -> server: ``input`` {data}, ``eof``, ``terminate``.
+server -> client: ``stdout`` / ``stderr`` {data}, ``state`` {state, exitCode?,
+reason?, message?}, ``error`` {message}.
+Close codes below 4000 are the RFC 6455 ones; 44xx mirror the HTTP status they mean.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from icee_api.session import Outcome, State
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    NOT_FOUND = 4404
+    ALREADY_ATTACHED = 4409
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class Eof:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    pass
+
+
+ClientMessage = Input | Eof | Terminate
+
+CLIENT_TYPES = ("input", "eof", "terminate")
+
+
+class MessageError(ValueError):
+    """A client frame that is not a valid message; the text is sent back to the client."""
+
+
+def parse_client_message(raw: str) -> ClientMessage:
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        raise MessageError(f"malformed JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MessageError("a message must be a JSON object with a 'type'")
+    kind = obj.get("type")
+    if kind == "input":
+        data = obj.get("data")
+        if not isinstance(data, str):
+            raise MessageError("an 'input' message needs a string 'data'")
+        return Input(data)
+    if kind == "eof":
+        return Eof()
+    if kind == "terminate":
+        return Terminate()
+    if kind is None:
+        raise MessageError("message has no 'type'")
+    raise MessageError(f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+
+
+def output(stream: str, data: str) -> dict[str, Any]:
+    return {"type": stream, "data": data}
+
+
+def state(current: State) -> dict[str, Any]:
+    return {"type": "state", "state": current.value}
+
+
+def final_state(outcome: Outcome) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        "type": "state",
+        "state": outcome.state.value,
+        "exitCode": outcome.exit_code,
+        "reason": outcome.reason,
+    }
+    if outcome.message:
+        msg["message"] = outcome.message
+    return msg
+
+
+def error(message: str) -> dict[str, Any]:
+    return {"type": "error", "message": message}

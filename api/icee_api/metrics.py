@@ -1,0 +1,51 @@
+"""Prometheus metrics of the api. Base units in names, no session ids in labels.
+
+One registry per app instance, so several apps (tests) never collide in the
+process-global default registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sessions_created = Counter(
+            "icee_sessions_created", "CodeSessions created", ["language"], registry=r
+        )
+        self.sessions_rejected = Counter(
+            "icee_sessions_rejected", "POST /session refused", ["why"], registry=r
+        )
+        self.sessions_ended = Counter(
+            "icee_sessions_ended", "Streams that ended, by final reason", ["reason"], registry=r
+        )
+        self.session_start = Histogram(
+            "icee_session_start_seconds",
+            "From POST /session (or the WebSocket, if created elsewhere) to attach connected",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.first_output = Histogram(
+            "icee_first_output_seconds",
+            "From POST /session to the first stdout/stderr byte sent to the client",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.active_streams = Gauge(
+            "icee_active_streams", "WebSocket clients attached to a session", registry=r
+        )
+        self.output_bytes = Counter(
+            "icee_output_bytes", "Program output relayed to clients", ["stream"], registry=r
+        )
+        self.stdin_bytes = Counter("icee_stdin_bytes", "Client input relayed", registry=r)
+        self.limit_trips = Counter(
+            "icee_limit_trips", "Stream-side limits that ended a session", ["reason"], registry=r
+        )
+        self.attach_failures = Counter(
+            "icee_attach_failures", "Attach connections that could not be opened", registry=r
+        )

@@ -1,0 +1,40 @@
+"""``/healthz`` (the process serves), ``/readyz`` (it can take sessions), ``/metrics``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from icee_api.deps import ServicesDep
+from icee_api.kube import KubeError
+from icee_api.services import NotConnected
+
+router = APIRouter(tags=["probes"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    if services.live.draining:
+        return _unready("shutting down")
+    try:
+        await services.cluster.check()
+    except (KubeError, NotConnected) as exc:
+        return _unready(str(exc))
+    return JSONResponse({"status": "ready"})
+
+
+def _unready(why: str) -> JSONResponse:
+    return JSONResponse(
+        {"status": "unready", "detail": why}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE
+    )
+
+
+@router.get("/metrics")
+async def metrics(services: ServicesDep) -> Response:
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,207 @@
+"""``POST /session``, ``GET /session/{id}``, ``DELETE /session/{id}``."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, status
+from icee_core import names
+from icee_core.models import (
+    CODE_MAX_BYTES,
+    CodeSessionSpec,
+    Limits,
+    Phase,
+    Reason,
+    Timeouts,
+    WireModel,
+    clamp_spec,
+)
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from icee_api.deps import ServicesDep
+from icee_api.kube import KubeError
+from icee_api.services import Services
+from icee_api.session import State
+from icee_api.streaming import status_of
+
+router = APIRouter(tags=["sessions"])
+
+
+class CreateSession(BaseModel):
+    """The body of POST /session; limits and timeouts may only lower the server maxima."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    language: str
+    code: str
+    limits: Limits | None = None
+    timeouts: Timeouts | None = None
+
+
+class SessionCreated(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    session_id: str
+    language: str
+    limits: dict[str, int]
+    timeouts: dict[str, int]
+
+
+class SessionView(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    session_id: str
+    language: str | None
+    state: str
+    exit_code: int | None
+    reason: str | None
+    message: str | None
+    created_at: datetime | str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+_STATE_OF_PHASE = {
+    None: State.PENDING,
+    Phase.PENDING: State.PENDING,
+    Phase.RUNNING: State.RUNNING,
+    Phase.FINISHED: State.FINISHED,
+    Phase.TERMINATED: State.TERMINATED,
+}
+
+
+async def _read_json(request: Request, max_bytes: int) -> Any:
+    """The request body as JSON, refusing more than ``max_bytes`` before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {max_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {max_bytes} bytes")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed JSON: {exc}") from None
+
+
+def _problems(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"])
+        msg = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
+
+
+def _lowered(requested: WireModel | None, maximum: WireModel) -> Any:
+    """Fields the request set, capped by the maximum; the others are the maximum."""
+    if requested is None:
+        return maximum
+    return maximum.model_copy(update={k: getattr(requested, k) for k in requested.model_fields_set})
+
+
+def build_spec(body: Any, services: Services) -> CodeSessionSpec:
+    """Validate a POST /session body into the CodeSession spec (HTTPException if bad)."""
+    try:
+        req = CreateSession.model_validate(body)
+    except ValidationError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _problems(exc)) from None
+    if req.language not in services.languages:
+        known = ", ".join(services.languages.ids)
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"unknown language {req.language!r}; one of: {known}",
+        )
+    size = len(req.code.encode("utf-8"))
+    if size > CODE_MAX_BYTES:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"code is {size} bytes; at most {CODE_MAX_BYTES} are accepted",
+        )
+    maxima = services.settings.maxima
+    try:
+        spec = CodeSessionSpec(
+            language=req.language,
+            code=req.code,
+            limits=_lowered(req.limits, maxima.limits),
+            timeouts=_lowered(req.timeouts, maxima.timeouts),
+        )
+    except ValidationError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _problems(exc)) from None
+    return clamp_spec(spec, maxima)
+
+
+@router.post("/session", status_code=status.HTTP_201_CREATED, response_model=SessionCreated)
+async def create_session(request: Request, services: ServicesDep) -> SessionCreated:
+    if services.live.draining:
+        services.metrics.sessions_rejected.labels("shutting_down").inc()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the server is shutting down")
+    try:
+        spec = build_spec(await _read_json(request, services.settings.max_request_bytes), services)
+    except HTTPException:
+        services.metrics.sessions_rejected.labels("bad_request").inc()
+        raise
+    session_id = names.new_session_id()
+    try:
+        await services.cluster.create_session(session_id, spec)
+    except KubeError as exc:
+        services.metrics.sessions_rejected.labels("kubernetes").inc()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    services.live.created(session_id, spec.timeouts.idle_seconds)
+    services.metrics.sessions_created.labels(spec.language).inc()
+    return SessionCreated(
+        session_id=session_id,
+        language=spec.language,
+        limits=spec.limits.to_wire(),
+        timeouts=spec.timeouts.to_wire(),
+    )
+
+
+async def _get(session_id: str, services: Services) -> dict[str, Any]:
+    obj = None
+    if names.is_session_id(session_id):
+        try:
+            obj = await services.cluster.get_session(session_id)
+        except KubeError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    if obj is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no session {session_id[:64]!r}")
+    return obj
+
+
+def view(session_id: str, obj: dict[str, Any]) -> SessionView:
+    st = status_of(obj)
+    return SessionView(
+        session_id=session_id,
+        language=(obj.get("spec") or {}).get("language"),
+        state=_STATE_OF_PHASE[st.phase].value,
+        exit_code=st.exit_code,
+        reason=st.reason.value if st.reason is not None else None,
+        message=st.message,
+        created_at=st.created_at or (obj.get("metadata") or {}).get("creationTimestamp"),
+        started_at=st.started_at,
+        finished_at=st.finished_at,
+    )
+
+
+@router.get("/session/{session_id}", response_model=SessionView)
+async def get_session(session_id: str, services: ServicesDep) -> SessionView:
+    return view(session_id, await _get(session_id, services))
+
+
+@router.delete("/session/{session_id}", status_code=status.HTTP_202_ACCEPTED)
+async def delete_session(session_id: str, services: ServicesDep) -> dict[str, str]:
+    """Ask for the session to end (UserTerminated); the final state follows on the stream."""
+    obj = await _get(session_id, services)
+    if status_of(obj).is_final:
+        return {"sessionId": session_id, "state": view(session_id, obj).state}
+    try:
+        await services.live.terminate(session_id, Reason.USER_TERMINATED, "terminated by the user")
+    except KubeError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    return {"sessionId": session_id, "state": "terminating"}

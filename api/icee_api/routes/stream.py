@@ -1,0 +1,115 @@
+"""``WS /ws/session/{id}``: the live stream of one session (protocol in messages.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from icee_core import names
+
+from icee_api import messages
+from icee_api.bridge import ClientGone
+from icee_api.deps import ServicesDep
+from icee_api.kube import KubeError
+from icee_api.messages import CloseCode
+from icee_api.services import Services
+from icee_api.streaming import SessionStream
+
+router = APIRouter(tags=["stream"])
+log = logging.getLogger(__name__)
+
+
+class WebSocketClient:
+    """A Starlette WebSocket as the bridge's ClientLink."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self._ws = ws
+        # Output, errors and the watchdog send from different tasks; frames must not interleave.
+        self._send_lock = asyncio.Lock()
+        self._gone = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self._gone:
+            raise ClientGone
+        text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+        try:
+            async with self._send_lock:
+                await self._ws.send_text(text)
+        except Exception as exc:  # starlette/uvicorn raise several kinds once the peer is gone
+            self._gone = True
+            raise ClientGone from exc
+
+    async def receive(self) -> str | bytes | None:
+        if self._gone:
+            return None
+        try:
+            msg = await self._ws.receive()
+        except Exception:
+            msg = {"type": "websocket.disconnect"}
+        if msg["type"] == "websocket.disconnect":
+            self._gone = True
+            return None
+        text = msg.get("text")
+        if text is not None:
+            return str(text)
+        return bytes(msg.get("bytes") or b"")
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._gone:
+            return
+        self._gone = True
+        try:
+            await self._ws.close(code, reason[:120])
+        except Exception as exc:  # already closed by the peer
+            log.debug("close after disconnect: %s", exc)
+
+
+@router.websocket("/ws/session/{session_id}")
+async def stream_session(ws: WebSocket, session_id: str, services: ServicesDep) -> None:
+    await ws.accept()
+    client = WebSocketClient(ws)
+    code, reason = await serve(session_id, client, services)
+    await client.close(code, reason)
+
+
+async def serve(session_id: str, client: WebSocketClient, services: Services) -> tuple[int, str]:
+    if not names.is_session_id(session_id):
+        return CloseCode.NOT_FOUND, "not a session id"
+    try:
+        obj = await services.cluster.get_session(session_id)
+    except KubeError as exc:
+        await _send_quietly(client, messages.error(str(exc)))
+        return CloseCode.TRY_AGAIN_LATER, "kubernetes unavailable"
+    if obj is None:
+        return CloseCode.NOT_FOUND, "no such session"
+    stream = SessionStream(
+        session_id,
+        client,
+        services.cluster,
+        services.live,
+        services.metrics,
+        services.stream_timeouts,
+        services.attach_buffers,
+    )
+    if not services.live.claim(session_id, stream):
+        return CloseCode.ALREADY_ATTACHED, "session already has a client"
+    services.metrics.active_streams.inc()
+    try:
+        return await stream.run(obj)
+    except Exception:
+        log.exception("session %s: stream failed", session_id)
+        await _send_quietly(client, messages.error("internal error; the session is being ended"))
+        await stream.terminate("ClientGone", "the api lost the stream")
+        return CloseCode.INTERNAL_ERROR, "internal error"
+    finally:
+        services.live.release(session_id)
+        services.metrics.active_streams.dec()
+
+
+async def _send_quietly(client: WebSocketClient, message: dict[str, Any]) -> None:
+    with contextlib.suppress(ClientGone):
+        await client.send(message)

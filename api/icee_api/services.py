@@ -1,0 +1,65 @@
+"""What the routes share: settings, the cluster, languages, live sessions, metrics.
+
+Built once per app by the app factory; the cluster connection is opened in the
+lifespan, so building an app does no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from icee_core.languages import LanguageRegistry
+
+from icee_api.attach import AttachBuffers
+from icee_api.kube import Cluster
+from icee_api.live import LiveSessions
+from icee_api.metrics import Metrics
+from icee_api.settings import Settings
+from icee_api.streaming import StreamTimeouts
+
+
+class NotConnected(RuntimeError):
+    """The app is not (or no longer) connected to the Kubernetes API."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    languages: LanguageRegistry
+    metrics: Metrics = field(default_factory=Metrics)
+    _cluster: Cluster | None = None
+    live: LiveSessions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.live = LiveSessions(self._terminate)
+
+    @property
+    def cluster(self) -> Cluster:
+        if self._cluster is None:
+            raise NotConnected("not connected to the Kubernetes API")
+        return self._cluster
+
+    def connect(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+
+    async def _terminate(self, session_id: str, reason: str, message: str) -> bool:
+        return await self.cluster.request_termination(session_id, reason, message)
+
+    @property
+    def stream_timeouts(self) -> StreamTimeouts:
+        s = self.settings
+        return StreamTimeouts(
+            start=s.start_timeout_seconds,
+            final_status=s.final_status_timeout_seconds,
+            termination=s.termination_timeout_seconds,
+        )
+
+    @property
+    def attach_buffers(self) -> AttachBuffers:
+        s = self.settings
+        return AttachBuffers(
+            max_frame_bytes=s.attach_max_frame_bytes,
+            max_queue=s.attach_max_queue,
+            write_limit=s.attach_write_limit,
+            open_timeout=s.attach_open_timeout_seconds,
+        )

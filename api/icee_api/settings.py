@@ -1,0 +1,50 @@
+"""Settings from the environment (prefix ``ICEE_``), read once at start-up.
+
+Nested values use ``__``: ``ICEE_MAXIMA__LIMITS__OUTPUT_BYTES=100000``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from icee_core import names
+from icee_core.models import ServerMaxima
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ICEE_", env_nested_delimiter="__")
+
+    host: str = "0.0.0.0"
+    port: int = 8000
+    log_level: str = "info"
+
+    namespace: str = names.DEFAULT_NAMESPACE
+    # None: in-cluster service account if present, else $KUBECONFIG / ~/.kube/config.
+    kubeconfig: str | None = None
+    kube_max_connections: Annotated[int, Field(ge=1)] = 1024
+    languages_file: Path | None = None
+    ui_dir: Path = Path("ui/dist")
+
+    # The most any session may get; requests may only lower these.
+    maxima: ServerMaxima = ServerMaxima()
+    # Whole POST /session body (the code itself is capped by the CodeSession spec).
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
+    # One client WebSocket frame; stdin is also capped per session (limits.stdinBytes).
+    max_client_frame_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024
+
+    # From WebSocket open to the container running (image start, scheduling).
+    start_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # From the program's end to the operator's final status.
+    final_status_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # From asking the operator to end a session to its pod going away.
+    termination_timeout_seconds: Annotated[float, Field(gt=0)] = 45.0
+    # Running sessions get this long to finish after SIGTERM before ServerShutdown.
+    shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
+
+    attach_max_frame_bytes: Annotated[int, Field(ge=4096)] = 1024 * 1024
+    attach_max_queue: Annotated[int, Field(ge=1)] = 16
+    attach_write_limit: Annotated[int, Field(ge=1024)] = 64 * 1024
+    attach_open_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0

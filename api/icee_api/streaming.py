@@ -1,0 +1,268 @@
+"""One client WebSocket for one session, from ``pending`` to the final state.
+
+pending:  watch the pod ``run-<id>`` until its container runs (and the CodeSession,
+          in case the session ends before it ever starts);
+running:  open attach, release the held program with one byte on stdin, bridge;
+final:    attach carries no exit code, so wait for the operator's final status on
+          the CodeSession and pass it on.
+A container that already ended when the client comes is replayed from its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from icee_core import names
+from icee_core.models import CodeSessionStatus, Limits, Phase, Reason, Timeouts
+
+from icee_api import messages
+from icee_api.attach import AttachBuffers, AttachError, open_attach
+from icee_api.bridge import Bridge, BridgeEnd, ClientGone, ClientLink, StreamLimits
+from icee_api.decoding import StreamDecoder
+from icee_api.kube import Cluster, KubeError
+from icee_api.limits import ByteBudget
+from icee_api.live import LiveSessions
+from icee_api.messages import CloseCode
+from icee_api.metrics import Metrics
+from icee_api.session import Outcome, Session, State
+
+log = logging.getLogger(__name__)
+
+_REWATCH_DELAY = 0.5
+_STREAM_LIMITS = frozenset(
+    {Reason.IDLE_TIMEOUT, Reason.OUTPUT_LIMIT_EXCEEDED, Reason.STDIN_LIMIT_EXCEEDED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTimeouts:
+    start: float
+    final_status: float
+    termination: float
+
+
+def outcome_of(status: CodeSessionStatus) -> Outcome | None:
+    """The session's outcome if the operator recorded a final phase."""
+    if not status.is_final:
+        return None
+    state = State.FINISHED if status.phase is Phase.FINISHED else State.TERMINATED
+    reason = status.reason.value if status.reason is not None else ""
+    return Outcome(state, status.exit_code, reason, status.message or "")
+
+
+def status_of(obj: dict[str, Any]) -> CodeSessionStatus:
+    return CodeSessionStatus.model_validate(obj.get("status") or {})
+
+
+@dataclass(frozen=True, slots=True)
+class _Started:
+    """The container is running (attach) or already terminated (replay its log)."""
+
+    running: bool
+
+
+class SessionStream:
+    """Serves one client WebSocket; LiveSessions can end it through ``terminate``."""
+
+    def __init__(
+        self,
+        session_id: str,
+        client: ClientLink,
+        cluster: Cluster,
+        live: LiveSessions,
+        metrics: Metrics,
+        timeouts: StreamTimeouts,
+        buffers: AttachBuffers,
+    ) -> None:
+        self.session = Session(session_id)
+        self._client = client
+        self._cluster = cluster
+        self._live = live
+        self._metrics = metrics
+        self._timeouts = timeouts
+        self._buffers = buffers
+        self._bridge: Bridge | None = None
+        self._since = live.created_at(session_id) or time.monotonic()
+        self._first_output = True
+
+    @property
+    def id(self) -> str:
+        return self.session.id
+
+    async def terminate(self, reason: str, message: str) -> None:
+        if self._bridge is not None:
+            await self._bridge.request_termination(reason, message)
+        elif not self.session.ended and self.session.request_termination(reason, message):
+            await self._ask_operator(reason, message)
+
+    async def run(self, obj: dict[str, Any]) -> tuple[int, str]:
+        """Stream the session; returns the close code and reason for the client."""
+        spec = obj.get("spec") or {}
+        limits = Limits.model_validate(spec.get("limits") or {})
+        timeouts = Timeouts.model_validate(spec.get("timeouts") or {})
+        try:
+            outcome = outcome_of(status_of(obj))
+            if outcome is not None:
+                await self._replay_log(limits.output_bytes)
+                return await self._finish(outcome)
+            await self._client.send(messages.state(State.PENDING))
+            started = await self._wait_for_start()
+            if isinstance(started, Outcome):
+                return await self._finish(started)
+            if started is None:
+                await self.terminate(
+                    Reason.IDLE_TIMEOUT,
+                    f"the session did not start within {self._timeouts.start:g} s",
+                )
+                await self._client.send(messages.error("the session did not start in time"))
+                return await self._finish_from_status()
+            if started.running:
+                end = await self._attach_and_bridge(limits, timeouts)
+                if end is BridgeEnd.CLIENT_GONE:
+                    return CloseCode.NORMAL, "client gone"
+                if end is BridgeEnd.STUCK:
+                    await self._client.send(
+                        messages.error("the session did not end after it was asked to")
+                    )
+                    return CloseCode.INTERNAL_ERROR, "session did not end"
+            else:
+                await self._replay_log(limits.output_bytes)
+            return await self._finish_from_status()
+        except ClientGone:
+            if not self.session.ended:
+                await self.terminate(Reason.CLIENT_GONE, "the client disconnected")
+            return CloseCode.NORMAL, "client gone"
+
+    # -- pending -------------------------------------------------------------------
+
+    async def _wait_for_start(self) -> _Started | Outcome | None:
+        pod = asyncio.create_task(self._container_started())
+        final = asyncio.create_task(self._final_outcome(self._timeouts.start))
+        try:
+            done, _ = await asyncio.wait(
+                {pod, final}, timeout=self._timeouts.start, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (pod, final):
+                task.cancel()
+            await asyncio.gather(pod, final, return_exceptions=True)
+        if final in done and final.result() is not None:
+            return final.result()
+        if pod in done:
+            return pod.result()
+        return None
+
+    async def _container_started(self) -> _Started | Outcome | None:
+        while True:  # a watch the server ends early is simply opened again
+            async for event in self._cluster.watch_pod(self.id, self._timeouts.start):
+                if event.deleted:
+                    # Deleted before it ran: the operator ended the session; the status says why.
+                    return await self._final_outcome(self._timeouts.final_status)
+                if event.container.kind == "running":
+                    return _Started(running=True)
+                if event.container.kind == "terminated":
+                    return _Started(running=False)
+            await asyncio.sleep(_REWATCH_DELAY)
+
+    # -- running -------------------------------------------------------------------
+
+    async def _attach_and_bridge(self, limits: Limits, timeouts: Timeouts) -> BridgeEnd:
+        target = await self._cluster.attach_target(self.id)
+        try:
+            async with open_attach(target, self._buffers) as attach:
+                await attach.send_stdin(names.HOLD_RELEASE_BYTE)
+                self.session.start()
+                self._metrics.session_start.observe(time.monotonic() - self._since)
+                await self._client.send(messages.state(State.RUNNING))
+                bridge = Bridge(
+                    self.session,
+                    self._client,
+                    attach,
+                    StreamLimits(
+                        output_bytes=limits.output_bytes,
+                        stdin_bytes=limits.stdin_bytes,
+                        idle_seconds=timeouts.idle_seconds,
+                        termination_timeout=self._timeouts.termination,
+                    ),
+                    self._ask_operator,
+                    self._count_output,
+                )
+                self._bridge = bridge
+                end = await bridge.run()
+                if end is BridgeEnd.CLIENT_GONE:
+                    await bridge.request_termination(Reason.CLIENT_GONE, "the client disconnected")
+                return end
+        except AttachError as exc:
+            # The container may have ended between the watch and attach: read its log.
+            self._metrics.attach_failures.inc()
+            log.info("attach %s failed: %s", self.id, exc)
+            await self._replay_log(limits.output_bytes)
+            return BridgeEnd.PROGRAM_ENDED
+
+    def _count_output(self, stream: str, size: int) -> None:
+        self._metrics.output_bytes.labels(stream).inc(size)
+        if self._first_output:
+            self._first_output = False
+            self._metrics.first_output.observe(time.monotonic() - self._since)
+
+    async def _ask_operator(self, reason: str, message: str) -> None:
+        if reason in _STREAM_LIMITS:
+            self._metrics.limit_trips.labels(reason).inc()
+        try:
+            await self._cluster.request_termination(self.id, reason, message)
+        except KubeError as exc:
+            log.warning("session %s: cannot request %s: %s", self.id, reason, exc)
+
+    # -- ended ---------------------------------------------------------------------
+
+    async def _replay_log(self, output_bytes: int) -> None:
+        """Send what an already ended container wrote (stdout and stderr interleaved)."""
+        budget = ByteBudget(output_bytes)
+        decoder = StreamDecoder()
+        try:
+            async for chunk in self._cluster.read_log(self.id, output_bytes + 1):
+                text = decoder.decode(chunk[: budget.take(len(chunk))])
+                if text:
+                    await self._client.send(messages.output("stdout", text))
+        except KubeError as exc:
+            log.info("session %s: no log to replay: %s", self.id, exc)
+            return
+        tail = decoder.flush()
+        if tail:
+            await self._client.send(messages.output("stdout", tail))
+        if budget.exceeded:
+            await self._client.send(messages.error("output truncated at the output limit"))
+
+    async def _final_outcome(self, seconds: float) -> Outcome | None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:  # a watch the server ends early is simply opened again
+                    async for obj in self._cluster.watch_session(self.id, seconds):
+                        outcome = outcome_of(status_of(obj))
+                        if outcome is not None:
+                            return outcome
+                    await asyncio.sleep(_REWATCH_DELAY)
+        return None
+
+    async def _finish_from_status(self) -> tuple[int, str]:
+        outcome = await self._final_outcome(self._timeouts.final_status)
+        if outcome is None:
+            await self._client.send(
+                messages.error(
+                    "the session's final status did not arrive (is the operator running?)"
+                )
+            )
+            return CloseCode.INTERNAL_ERROR, "no final status"
+        return await self._finish(outcome)
+
+    async def _finish(self, outcome: Outcome) -> tuple[int, str]:
+        if not self.session.ended:
+            self.session.end(outcome)
+        self._metrics.sessions_ended.labels(outcome.reason or "Unknown").inc()
+        await self._client.send(messages.final_state(outcome))
+        return CloseCode.NORMAL, outcome.state.value
