@@ -43,3 +43,96 @@ suite_extract() {
   local deb; deb="$(ls -t "$dir/debs/${pkg}_"*.deb | head -1)"
   dpkg-deb -x "$deb" "$dest"
 }
+
+require_root() { [[ $EUID == 0 ]] || die "must run as root (the node runs containerd and the kubelet); try: sudo $0"; }
+
+# containerd, etcd and runsc unpacked from a newer Debian suite, keyed by suite.
+node_prefix() { echo "$ICEE_CACHE/node-$CONTAINERD_SUITE-$ETCD_SUITE-$RUNSC_SUITE"; }
+
+kc() { "$(k8s_bin_dir)/kubectl" --kubeconfig "$ICEE_STATE/kubeconfig" "$@"; }
+
+# render FILE: substitute ${VAR} from the environment (versions.env and paths).
+render() {
+  ICEE_STATE="$ICEE_STATE" ICEE_RUN="$ICEE_RUN" NODE_PREFIX="$(node_prefix)" \
+  POD_CIDR="$POD_CIDR" NODE_IP="$NODE_IP" NODE_NAME="$NODE_NAME" CLUSTER_DNS_IP="$CLUSTER_DNS_IP" \
+  python3 -c 'import os, re, sys
+text = open(sys.argv[1]).read()
+sys.stdout.write(re.sub(r"\$\{(\w+)\}", lambda m: os.environ[m.group(1)], text))' "$1"
+}
+
+# start NAME CMD...: run a component in the background in its own session,
+# logging to $ICEE_STATE/logs/NAME.log, its pid in $ICEE_RUN/NAME.pid.
+start() {
+  local name="$1"; shift
+  mkdir -p "$ICEE_STATE/logs" "$ICEE_RUN"
+  setsid "$@" >"$ICEE_STATE/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$ICEE_RUN/$name.pid"
+}
+
+running() { local p; p="$(cat "$ICEE_RUN/$1.pid" 2>/dev/null)" && [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; }
+
+# wait_for WHAT SECONDS CMD...: retry CMD until it succeeds, or fail saying which.
+wait_for() {
+  local what="$1" limit="$2"; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      die "$what not ready after ${limit}s; logs in $ICEE_STATE/logs/"
+    fi
+    sleep 0.5
+  done
+}
+
+node_ready() {
+  [[ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]]
+}
+
+# import_images: put every cached image archive into containerd's k8s.io
+# namespace, skipping ones already imported (a stamp per archive).
+import_images() {
+  local ctr="$(node_prefix)/usr/bin/ctr" stamps="$ICEE_STATE/containerd-imported"
+  mkdir -p "$stamps"
+  local image archive
+  while read -r image archive; do
+    local stamp="$stamps/$(basename "$archive")"
+    if [[ ! -f "$stamp" ]] || ! "$ctr" --address "$ICEE_RUN/containerd/containerd.sock" -n k8s.io images ls -q | grep -qx "$(full_image_name "$image")"; then
+      "$ctr" --address "$ICEE_RUN/containerd/containerd.sock" -n k8s.io images import --no-unpack=false "$archive" >/dev/null \
+        || die "importing $archive into containerd failed"
+      touch "$stamp"
+      log "imported $image"
+    fi
+  done < <("$(dirname "${BASH_SOURCE[0]}")/images.sh")
+}
+
+full_image_name() {
+  local first="${1%%/*}"
+  if [[ "$1" == */* && ( "$first" == *.* || "$first" == *:* || "$first" == localhost ) ]]; then echo "$1"
+  elif [[ "$1" == */* ]]; then echo "docker.io/$1"; else echo "docker.io/library/$1"; fi
+}
+
+# preflight: stop early, saying what is missing and what to do.
+preflight() {
+  require_root
+  [[ "$(uname -s)" == Linux ]] || die "Linux only"
+  for c in memory pids cpu cpuset; do
+    [[ -d /sys/fs/cgroup/$c ]] || [[ -f /sys/fs/cgroup/cgroup.controllers ]] \
+      || die "cgroup controller '$c' is not mounted under /sys/fs/cgroup"
+  done
+  grep -qw overlay /proc/filesystems || die "the kernel has no overlay filesystem (containerd's snapshotter needs it)"
+  [[ -d /proc/sys/net/bridge ]] || die "bridge netfilter is missing: load br_netfilter (modprobe br_netfilter)"
+  command -v go >/dev/null || die "go is not installed (Go 1.24+ compiles Kubernetes): apt-get install golang or see go.dev"
+  command -v python3 >/dev/null || die "python3 is not installed"
+  command -v openssl >/dev/null || die "openssl is not installed: apt-get install openssl"
+  local port
+  for port in "$APISERVER_PORT" 2379 2380 10250 10257 10259; do
+    if ss -Hltn "sport = :$port" 2>/dev/null | grep -q . && ! owned_port "$port"; then
+      die "port $port is taken by another program ($(ss -Hltnp "sport = :$port" | grep -o 'users:.*' | head -1)); stop it or run make cluster-down"
+    fi
+  done
+}
+
+# A port held by one of our own (possibly stale) components is fine: down.sh stops it.
+owned_port() { ss -Hltnp "sport = :$1" | grep -qE '"(etcd|kube-[a-z-]+|kubelet|containerd)"'; }
+
+# The processes of the local cluster, in start order.
+COMPONENTS="etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"

@@ -1,0 +1,34 @@
+# icee developer entry points. See README.md.
+SHELL := /bin/bash
+VENV ?= $(HOME)/.cache/icee/venv
+PY := $(VENV)/bin/python
+export KUBECONFIG ?= /var/lib/icee-cluster/kubeconfig
+
+.PHONY: cluster cluster-down cluster-status images venv lint test test-unit bench up
+
+cluster:            ## bring up the local single-node Kubernetes (gVisor included)
+	bash cluster/up.sh
+
+cluster-down:       ## remove it, leaving no processes, mounts, interfaces or cgroups
+	bash cluster/down.sh
+
+cluster-status:     ## say what is up
+	bash cluster/status.sh
+
+images:             ## build the sandbox images into the cache
+	bash cluster/images.sh
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -U pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv          ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test-unit: venv
+	$(VENV)/bin/pytest tests/unit -q

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Say what of the local cluster is up. Exit 0 only if all of it is healthy.
+# --quiet: no output, just the exit code.
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/versions.env"
+. "$here/lib.sh"
+quiet=0; [[ "${1:-}" == --quiet ]] && quiet=1
+say() { ((quiet)) || echo "$@"; }
+ok=1
+for c in $COMPONENTS; do
+  if running "$c"; then say "  $c: running (pid $(cat "$ICEE_RUN/$c.pid"))"; else say "  $c: DOWN"; ok=0; fi
+done
+if ((ok)) && [[ -x "$(k8s_bin_dir)/kubectl" ]] && node_ready 2>/dev/null; then
+  say "  node $NODE_NAME: Ready"
+  if kc get runtimeclass gvisor >/dev/null 2>&1; then say "  runtimeclass gvisor: present"; else say "  runtimeclass gvisor: MISSING"; ok=0; fi
+else
+  say "  node $NODE_NAME: not Ready"; ok=0
+fi
+if ((ok)); then say "cluster: up (export KUBECONFIG=$ICEE_STATE/kubeconfig)"; exit 0; fi
+say "cluster: not up (make cluster)"; exit 1
