@@ -1,0 +1,194 @@
+"""HTTP calls and WebSocket refusals against an in-memory stand-in for the cluster.
+
+Only the api's own validation and mapping are checked here; everything that
+touches Kubernetes for real is in tests/integration (pytest -m cluster).
+"""
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.websockets import WebSocketDisconnect
+
+with warnings.catch_warnings():
+    # starlette 1.x prefers `httpx2` for its TestClient; plain httpx still works.
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+from icee_api.app import create_app
+from icee_api.settings import Settings
+from icee_core.models import CODE_MAX_BYTES
+
+ID = "0b8a0f8e-6f5e-4c4c-9d3a-0e1f2a3b4c5d"
+
+
+class FakeCluster:
+    def __init__(self) -> None:
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.terminations: list[tuple[str, str]] = []
+
+    async def check(self) -> None:
+        return None
+
+    async def create_session(self, session_id: str, spec: Any) -> None:
+        self.sessions[session_id] = {
+            "metadata": {"name": session_id, "creationTimestamp": "2025-01-01T00:00:00Z"},
+            "spec": spec.to_wire(),
+        }
+
+    async def get_session(self, session_id: str) -> dict[str, Any] | None:
+        return self.sessions.get(session_id)
+
+    async def request_termination(self, session_id: str, reason: str, message: str) -> bool:
+        self.terminations.append((session_id, reason))
+        return True
+
+
+@pytest.fixture
+def cluster() -> FakeCluster:
+    return FakeCluster()
+
+
+@pytest.fixture
+def api(cluster: FakeCluster, tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(ui_dir=tmp_path / "missing")
+    with TestClient(create_app(settings, cluster=cluster)) as client:  # type: ignore[arg-type]
+        yield client
+
+
+def test_create_session(api: TestClient, cluster: FakeCluster) -> None:
+    r = api.post("/session", json={"language": "python", "code": "print('Hello World')"})
+    assert r.status_code == 201
+    sid = r.json()["sessionId"]
+    spec = cluster.sessions[sid]["spec"]
+    assert spec["language"] == "python"
+    assert spec["limits"]["outputBytes"] == 1024 * 1024
+    assert spec["timeouts"] == {"executionSeconds": 120, "idleSeconds": 30}
+
+
+def test_requested_limits_may_lower_but_never_raise(api: TestClient, cluster: FakeCluster) -> None:
+    r = api.post(
+        "/session",
+        json={
+            "language": "python",
+            "code": "x",
+            "limits": {"outputBytes": 1000, "memoryBytes": 1024**3},
+            "timeouts": {"idleSeconds": 5},
+        },
+    )
+    assert r.status_code == 201
+    spec = cluster.sessions[r.json()["sessionId"]]["spec"]
+    assert spec["limits"]["outputBytes"] == 1000
+    assert spec["limits"]["memoryBytes"] == 200 * 1024 * 1024  # capped at the maximum
+    assert spec["limits"]["cpuMillis"] == 500  # unset: the maximum
+    assert spec["timeouts"] == {"executionSeconds": 120, "idleSeconds": 5}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"language": "cobol", "code": "x"}, 422, "unknown language 'cobol'"),
+        ({"language": "python", "code": "   "}, 422, "code is empty"),
+        ({"language": "python"}, 422, "code"),
+        ({"language": "python", "code": "x", "extra": 1}, 422, "extra"),
+        ({"language": "python", "code": "x", "limits": {"outputBytes": 0}}, 422, "outputBytes"),
+        ({"language": "python", "code": "x" * (CODE_MAX_BYTES + 1)}, 413, "at most 65536"),
+        ([1, 2], 422, ""),
+    ],
+)
+def test_bad_session_requests(api: TestClient, body: Any, status: int, says: str) -> None:
+    r = api.post("/session", json=body)
+    assert r.status_code == status, r.text
+    assert says in r.json()["detail"]
+
+
+def test_malformed_json(api: TestClient, cluster: FakeCluster) -> None:
+    r = api.post(
+        "/session", content=b"{language: python", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert "malformed JSON" in r.json()["detail"]
+    assert cluster.sessions == {}
+
+
+def test_oversized_body_is_refused_before_parsing(api: TestClient) -> None:
+    r = api.post("/session", content=b"x" * (1024 * 1024))
+    assert r.status_code == 413
+
+
+def test_get_session_maps_the_status(api: TestClient, cluster: FakeCluster) -> None:
+    cluster.sessions[ID] = {
+        "metadata": {"name": ID},
+        "spec": {"language": "python"},
+        "status": {
+            "phase": "Finished",
+            "exitCode": 0,
+            "reason": "Completed",
+            "createdAt": "2025-01-01T00:00:00Z",
+            "startedAt": "2025-01-01T00:00:01Z",
+            "finishedAt": "2025-01-01T00:00:02Z",
+        },
+    }
+    body = api.get(f"/session/{ID}").json()
+    assert body["state"] == "finished"
+    assert (body["exitCode"], body["reason"], body["language"]) == (0, "Completed", "python")
+    assert body["finishedAt"].startswith("2025-01-01T00:00:02")
+
+
+@pytest.mark.parametrize("sid", [ID, "not-a-uuid", ID.upper()])
+def test_unknown_or_malformed_ids_are_404(api: TestClient, sid: str) -> None:
+    assert api.get(f"/session/{sid}").status_code == 404
+    assert api.delete(f"/session/{sid}").status_code == 404
+
+
+def test_delete_asks_the_operator(api: TestClient, cluster: FakeCluster) -> None:
+    sid = api.post("/session", json={"language": "python", "code": "x"}).json()["sessionId"]
+    r = api.delete(f"/session/{sid}")
+    assert r.status_code == 202
+    assert cluster.terminations == [(sid, "UserTerminated")]
+
+
+def test_languages(api: TestClient) -> None:
+    langs = {lang["id"]: lang for lang in api.get("/languages").json()["languages"]}
+    assert langs["python"] == {"id": "python", "displayName": "Python", "version": "3.11"}
+
+
+def test_probes_and_metrics(api: TestClient) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/readyz").status_code == 200
+    api.post("/session", json={"language": "python", "code": "x"})
+    text = api.get("/metrics").text
+    assert 'icee_sessions_created_total{language="python"} 1.0' in text
+    assert "icee_session_start_seconds_bucket" in text
+
+
+def test_ui_missing_is_a_clear_503(api: TestClient) -> None:
+    r = api.get("/")
+    assert r.status_code == 503
+    assert "not built" in r.text
+
+
+def test_ui_is_served_when_built(cluster: FakeCluster, tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<h1>icee</h1>")
+    with TestClient(create_app(Settings(ui_dir=tmp_path), cluster=cluster)) as client:  # type: ignore[arg-type]
+        assert client.get("/").text == "<h1>icee</h1>"
+        assert client.get("/languages").status_code == 200
+
+
+@pytest.mark.parametrize("sid", ["nope", ID])
+def test_websocket_to_unknown_session_closes_4404(api: TestClient, sid: str) -> None:
+    with (
+        api.websocket_connect(f"/ws/session/{sid}") as ws,
+        pytest.raises(WebSocketDisconnect) as exc,
+    ):
+        ws.receive_json()
+    assert exc.value.code == 4404
+
+
+def test_draining_refuses_new_sessions(api: TestClient) -> None:
+    api.app.state.services.live.draining = True  # type: ignore[attr-defined]
+    r = api.post("/session", json={"language": "python", "code": "x"})
+    assert r.status_code == 503
+    assert api.get("/readyz").status_code == 503
