@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ICEE_", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_prefix="ICEE_", env_nested_delimiter="__", extra="ignore")
 
     host: str = "0.0.0.0"
     port: int = 8000
