@@ -41,7 +41,8 @@ class Language(BaseModel):
     display_name: str = Field(min_length=1)
     version: str = Field(min_length=1)
     image: str = Field(min_length=1, pattern=r"^\S+$")
-    file_name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+    # A ConfigMap key and a plain file name in /workspace.
+    file_name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     compile: str | None = Field(default=None, min_length=1)
     run: str = Field(min_length=1)
     env: dict[str, str] = {}

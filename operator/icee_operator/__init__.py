@@ -1,0 +1,1 @@
+"""The icee operator: CodeSession -> ConfigMap + locked-down Pod, status, cleanup."""

@@ -1,0 +1,131 @@
+"""The few Kubernetes calls the operator makes itself (kopf does the watching).
+
+Objects travel as plain JSON dicts, as the API serves them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, cast
+
+from icee_core import names
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409)."""
+
+
+class Kube:
+    def __init__(self, api_client: Any, namespace: str) -> None:
+        self._api_client = api_client
+        # Untyped on purpose: the stubs want model objects, we pass and get JSON dicts.
+        self._core: Any = client.CoreV1Api(api_client)
+        self._custom: Any = client.CustomObjectsApi(api_client)
+        self.namespace = namespace
+
+    @classmethod
+    async def connect(cls, namespace: str) -> Kube:
+        """In-cluster service account when in a pod, else the kubeconfig."""
+        configuration = client.Configuration()
+        if "KUBERNETES_SERVICE_HOST" in os.environ:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            await config.load_kube_config(client_configuration=configuration)
+        return cls(client.ApiClient(configuration), namespace)
+
+    async def close(self) -> None:
+        await self._api_client.close()
+
+    # CodeSessions
+
+    async def get_session(self, name: str) -> dict[str, Any] | None:
+        try:
+            found = await self._custom.get_namespaced_custom_object(
+                names.GROUP, names.VERSION, self.namespace, names.PLURAL, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], found)
+
+    async def patch_session_status(
+        self, name: str, status: Mapping[str, Any], resource_version: str
+    ) -> None:
+        """Merge `status` in, only if the object is still at `resource_version`."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            await self._custom.patch_namespaced_custom_object_status(
+                names.GROUP,
+                names.VERSION,
+                self.namespace,
+                names.PLURAL,
+                name,
+                body,
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise Conflict(name) from None
+            raise
+
+    async def delete_session(self, name: str) -> None:
+        await _ignore_missing(
+            self._custom.delete_namespaced_custom_object(
+                names.GROUP,
+                names.VERSION,
+                self.namespace,
+                names.PLURAL,
+                name,
+                propagation_policy="Background",
+            )
+        )
+
+    # Owned objects
+
+    async def create_configmap(self, body: Mapping[str, Any]) -> None:
+        await _ignore_existing(self._core.create_namespaced_config_map(self.namespace, body))
+
+    async def create_pod(self, body: Mapping[str, Any]) -> None:
+        await _ignore_existing(self._core.create_namespaced_pod(self.namespace, body))
+
+    async def get_pod(self, name: str) -> dict[str, Any] | None:
+        """The pod as JSON, or None when there is none."""
+        try:
+            pod = await self._core.read_namespaced_pod(name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], self._api_client.sanitize_for_serialization(pod))
+
+    async def delete_pod(self, name: str, grace_seconds: int) -> None:
+        await _ignore_missing(
+            self._core.delete_namespaced_pod(
+                name, self.namespace, grace_period_seconds=grace_seconds
+            )
+        )
+
+    async def delete_configmap(self, name: str) -> None:
+        await _ignore_missing(self._core.delete_namespaced_config_map(name, self.namespace))
+
+
+async def _ignore_missing(call: Any) -> None:
+    try:
+        await call
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+async def _ignore_existing(call: Any) -> None:
+    try:
+        await call
+    except ApiException as error:
+        if error.status != 409:
+            raise

@@ -1,0 +1,29 @@
+"""`icee-operator`: run the kopf operator in the sandbox namespace."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from icee_operator import handlers
+from icee_operator.settings import OperatorSettings
+
+
+def run() -> None:
+    settings = OperatorSettings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    assert handlers.startup  # importing the module registers the handlers with kopf
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    kopf.run(
+        clusterwide=False,
+        namespaces=[settings.namespace],
+        # One replica; no KopfPeering objects needed.
+        standalone=True,
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(settings=settings),
+    )
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,146 @@
+"""What a sandbox pod says about its session: a pure reading of the Pod object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from icee_core import names
+from icee_core.models import Phase, Reason
+
+from icee_operator.pods import COMPILATION_FAILED_MARKER
+
+# Waiting reasons that will not resolve by themselves for an interactive session.
+FATAL_WAITING_REASONS = frozenset(
+    {
+        "ErrImageNeverPull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+# Terminated reasons that mean the program never ran.
+START_FAILURE_REASONS = frozenset({"StartError", "ContainerCannotRun"})
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A status the session should move to; None fields leave the status as it is."""
+
+    phase: Phase
+    reason: Reason | None = None
+    exit_code: int | None = None
+    message: str | None = None
+    pod_name: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def observe_pod(pod: Mapping[str, Any]) -> Observation:
+    metadata = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    pod_name = metadata.get("name")
+    container = _program_status(status)
+    state = container.get("state") or {}
+    terminated = state.get("terminated")
+
+    if metadata.get("deletionTimestamp"):
+        # The operator deletes pods only after the session has ended; anyone else
+        # deleting a live one loses the session.
+        return Observation(Phase.TERMINATED, Reason.POD_LOST, message="the pod was deleted")
+    if status.get("reason") == "DeadlineExceeded":
+        return Observation(
+            Phase.TERMINATED,
+            Reason.TIME_LIMIT_EXCEEDED,
+            exit_code=terminated.get("exitCode") if terminated else None,
+            message="the execution time limit was reached",
+            pod_name=pod_name,
+            finished_at=_time(terminated.get("finishedAt")) if terminated else None,
+        )
+    if status.get("reason") == "Evicted":
+        return Observation(
+            Phase.TERMINATED,
+            Reason.POD_LOST,
+            message=f"the pod was evicted: {status.get('message', '')}".strip(),
+            pod_name=pod_name,
+        )
+    if terminated:
+        return _ended(terminated, pod_name)
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return Observation(
+            Phase.TERMINATED,
+            Reason.START_FAILED,
+            message=status.get("message") or status.get("reason") or "the pod failed to start",
+            pod_name=pod_name,
+        )
+    waiting = state.get("waiting") or {}
+    if waiting.get("reason") in FATAL_WAITING_REASONS:
+        return Observation(
+            Phase.TERMINATED,
+            Reason.START_FAILED,
+            message=f"{waiting['reason']}: {waiting.get('message', '')}".strip(": "),
+            pod_name=pod_name,
+        )
+    if running := state.get("running"):
+        return Observation(
+            Phase.RUNNING, pod_name=pod_name, started_at=_time(running.get("startedAt"))
+        )
+    return Observation(Phase.PENDING, pod_name=pod_name)
+
+
+def pod_lost(pod_name: str | None) -> Observation:
+    return Observation(
+        Phase.TERMINATED, Reason.POD_LOST, message="the pod disappeared", pod_name=pod_name
+    )
+
+
+def _ended(terminated: Mapping[str, Any], pod_name: str | None) -> Observation:
+    exit_code = terminated.get("exitCode")
+    times: dict[str, Any] = {
+        "started_at": _time(terminated.get("startedAt")),
+        "finished_at": _time(terminated.get("finishedAt")),
+    }
+    if terminated.get("reason") == "OOMKilled":
+        return Observation(
+            Phase.TERMINATED,
+            Reason.MEMORY_LIMIT_EXCEEDED,
+            exit_code=exit_code,
+            message="the memory limit was reached",
+            pod_name=pod_name,
+            **times,
+        )
+    if terminated.get("reason") in START_FAILURE_REASONS:
+        return Observation(
+            Phase.TERMINATED,
+            Reason.START_FAILED,
+            exit_code=exit_code,
+            message=terminated.get("message") or terminated.get("reason"),
+            pod_name=pod_name,
+            **times,
+        )
+    if (terminated.get("message") or "").strip() == COMPILATION_FAILED_MARKER:
+        reason = Reason.COMPILATION_ERROR
+    elif exit_code == 0:
+        reason = Reason.COMPLETED
+    else:
+        reason = Reason.ERROR
+    return Observation(Phase.FINISHED, reason, exit_code=exit_code, pod_name=pod_name, **times)
+
+
+def _program_status(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    for container in status.get("containerStatuses") or ():
+        if container.get("name") == names.CONTAINER_NAME:
+            found: Mapping[str, Any] = container
+            return found
+    return {}
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value)
+    return None

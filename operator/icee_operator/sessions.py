@@ -1,0 +1,215 @@
+"""What the operator does to a session, independent of which event asked for it.
+
+Every status write goes through `advance`, which applies the state machine of
+`transitions` with optimistic concurrency (the patch carries the resourceVersion it
+was computed from), so pod events, termination requests and timers can race freely.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from icee_core import names
+from icee_core.languages import LanguageRegistry, UnknownLanguageError
+from icee_core.models import CodeSessionSpec, CodeSessionStatus, Phase, Reason, clamp_spec
+from pydantic import ValidationError
+
+from icee_operator.deadlines import Deadlines
+from icee_operator.kube import Conflict, Kube
+from icee_operator.observation import Observation, observe_pod, pod_lost
+from icee_operator.pods import build_configmap, build_pod
+from icee_operator.settings import OperatorSettings
+from icee_operator.transitions import next_status
+
+logger = logging.getLogger(__name__)
+
+MAX_CONFLICT_RETRIES = 8
+
+
+@dataclass
+class Context:
+    """Everything the handlers share; built once at operator start-up."""
+
+    settings: OperatorSettings
+    languages: LanguageRegistry
+    kube: Kube
+    deadlines: Deadlines
+
+
+def status_of(body: Mapping[str, Any]) -> CodeSessionStatus:
+    return CodeSessionStatus.model_validate(body.get("status") or {})
+
+
+async def advance(
+    ctx: Context,
+    name: str,
+    observed: Observation,
+    body: Mapping[str, Any] | None = None,
+    *,
+    only_from: frozenset[Phase | None] | None = None,
+) -> CodeSessionStatus | None:
+    """Move session `name` towards `observed`; returns its status afterwards.
+
+    `body` is a copy of the CodeSession already at hand (saves a read); it may be
+    stale, in which case the patch conflicts and a fresh copy is read. `only_from`
+    limits the move to sessions currently in one of those phases.
+    """
+    for _ in range(MAX_CONFLICT_RETRIES):
+        if body is None:
+            body = await ctx.kube.get_session(name)
+            if body is None:
+                return None  # deleted meanwhile: nothing left to report to
+        current = status_of(body)
+        if current.created_at is None:
+            current = current.model_copy(update={"created_at": _created_at(body)})
+        allowed = only_from is None or current.phase in only_from
+        new = next_status(current, observed, datetime.now(UTC)) if allowed else None
+        if new is None:
+            status = current
+            break
+        try:
+            await ctx.kube.patch_session_status(
+                name, new.to_wire(), body["metadata"]["resourceVersion"]
+            )
+        except Conflict:
+            body = None
+            continue
+        logger.info("session %s: %s %s", name, new.phase, new.reason or "")
+        status = new
+        break
+    else:
+        raise Conflict(f"{name}: status kept changing")
+    if status.is_final:
+        await end(ctx, name, status)
+    return status
+
+
+async def start(ctx: Context, body: Mapping[str, Any]) -> None:
+    """Create the session's ConfigMap and Pod (idempotently) and report Pending."""
+    name = body["metadata"]["name"]
+    try:
+        spec = CodeSessionSpec.model_validate(dict(body["spec"]))
+        language = ctx.languages.get(spec.language)
+        names.validate_session_id(name)
+    except (ValidationError, UnknownLanguageError, ValueError) as error:
+        invalid = Observation(Phase.TERMINATED, Reason.INVALID_SPEC, message=str(error)[:1024])
+        await advance(ctx, name, invalid, body)
+        return
+    if spec.termination is not None:
+        await terminate(ctx, body)
+        return
+    spec = clamp_spec(spec, ctx.settings.maxima)
+    configmap = build_configmap(name, spec, language)
+    pod = build_pod(name, spec, language, ctx.settings)
+    owner = _owner_reference(body)
+    for child in (configmap, pod):
+        child["metadata"]["ownerReferences"] = [owner]
+    # The ConfigMap first: a pod whose volume source is missing waits on kubelet retries.
+    await ctx.kube.create_configmap(configmap)
+    await ctx.kube.create_pod(pod)
+    await advance(ctx, name, Observation(Phase.PENDING, pod_name=names.pod_name(name)), body)
+    arm_start_timeout(ctx, body)
+
+
+async def terminate(ctx: Context, body: Mapping[str, Any]) -> None:
+    """End the session on the api's request in spec.termination."""
+    name = body["metadata"]["name"]
+    termination = body["spec"].get("termination") or {}
+    try:
+        reason = Reason(str(termination.get("reason")))
+    except ValueError:
+        reason = Reason.USER_TERMINATED
+    await advance(
+        ctx,
+        name,
+        Observation(Phase.TERMINATED, reason, message=termination.get("message") or None),
+        body,
+    )
+
+
+async def reconcile(ctx: Context, body: Mapping[str, Any]) -> None:
+    """Bring one session in line with its pod, e.g. after an operator restart."""
+    name = body["metadata"]["name"]
+    status = status_of(body)
+    if status.is_final:
+        await end(ctx, name, status)
+        return
+    if (body.get("spec") or {}).get("termination"):
+        await terminate(ctx, body)
+        return
+    if status.phase is None:
+        await start(ctx, body)
+        return
+    pod = await ctx.kube.get_pod(names.pod_name(name))
+    observed = pod_lost(names.pod_name(name)) if pod is None else observe_pod(pod)
+    await advance(ctx, name, observed, body)
+    arm_start_timeout(ctx, body)
+
+
+async def on_pod(ctx: Context, pod: Mapping[str, Any], deleted: bool) -> None:
+    """A sandbox pod changed (or is gone): move its session along."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    name = labels.get(names.LABEL_SESSION)
+    if not name:
+        return
+    pod_name = pod["metadata"]["name"]
+    await advance(ctx, name, pod_lost(pod_name) if deleted else observe_pod(pod))
+
+
+async def end(ctx: Context, name: str, status: CodeSessionStatus) -> None:
+    """The session is over: its pod and code go now, the CodeSession after retention."""
+    ctx.deadlines.disarm(f"start/{name}")
+    await ctx.kube.delete_pod(names.pod_name(name), ctx.settings.termination_grace_seconds)
+    await ctx.kube.delete_configmap(names.configmap_name(name))
+    finished_at = status.finished_at or datetime.now(UTC)
+    retain_until = finished_at + timedelta(seconds=ctx.settings.retention_seconds)
+
+    async def expire() -> None:
+        logger.info("session %s: retention over, deleting", name)
+        await ctx.kube.delete_session(name)
+
+    ctx.deadlines.arm(f"retain/{name}", retain_until, expire)
+
+
+def arm_start_timeout(ctx: Context, body: Mapping[str, Any]) -> None:
+    name = body["metadata"]["name"]
+    timeout = ctx.settings.start_timeout_seconds
+    deadline = _created_at(body) + timedelta(seconds=timeout)
+
+    async def check() -> None:
+        await advance(
+            ctx,
+            name,
+            Observation(
+                Phase.TERMINATED,
+                Reason.START_FAILED,
+                message=f"the program did not start within {timeout:g} s",
+            ),
+            only_from=frozenset({None, Phase.PENDING}),
+        )
+
+    ctx.deadlines.arm(f"start/{name}", deadline, check)
+
+
+def _created_at(body: Mapping[str, Any]) -> datetime:
+    stamp = (body.get("metadata") or {}).get("creationTimestamp")
+    if isinstance(stamp, datetime):
+        return stamp
+    if isinstance(stamp, str):
+        return datetime.fromisoformat(stamp)
+    return datetime.now(UTC)
+
+
+def _owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "name": body["metadata"]["name"],
+        "uid": body["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

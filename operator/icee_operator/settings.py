@@ -1,0 +1,52 @@
+"""Operator settings, from ICEE_* environment variables, read once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from icee_core import names
+from icee_core.models import MiB, ServerMaxima
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ICEE_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    namespace: str = names.DEFAULT_NAMESPACE
+    languages_file: Path | None = None  # None: the registry shipped with icee_core
+    # Session limits are lowered to these (the api applies the same maxima).
+    maxima: ServerMaxima = ServerMaxima()
+
+    # Sandbox pods. An empty runtime class runs on the node's default runtime (runc):
+    # for development only, gVisor is the isolation boundary.
+    runtime_class_name: str | None = "gvisor"
+    image_pull_policy: Literal["IfNotPresent", "Never", "Always"] = "IfNotPresent"
+    # Requests stay tiny so ~100 sessions fit a 2-core node; the limits are the spec's.
+    cpu_request_millis: int = Field(default=10, ge=1)
+    memory_request_bytes: int = Field(default=32 * MiB, ge=1 * MiB)
+    # Caps what the container log (stdout+stderr kept by the kubelet) may take on disk.
+    ephemeral_storage_limit_bytes: int = Field(default=64 * MiB, ge=1 * MiB)
+    ephemeral_storage_request_bytes: int = Field(default=1 * MiB, ge=0)
+    termination_grace_seconds: int = Field(default=1, ge=0)
+    # Each session runs as its own uid from this range, so RLIMIT_NPROC (which counts
+    # per uid) caps one session only, also under runc where uids share the host kernel.
+    sandbox_uid_base: int = Field(default=10000, ge=1000)
+    sandbox_uid_count: int = Field(default=50000, ge=1)
+
+    # A session not running this long after creation ends as StartFailed
+    # (unschedulable, image missing, ...).
+    start_timeout_seconds: float = Field(default=60, gt=0)
+    # How long an ended CodeSession stays readable before the operator deletes it.
+    retention_seconds: float = Field(default=300, ge=0)
+
+    # kopf's liveness endpoint; None to disable.
+    health_port: int | None = 8080
+
+    @field_validator("runtime_class_name")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
