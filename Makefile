@@ -4,7 +4,7 @@ VENV ?= $(HOME)/.cache/icee/venv
 PY := $(VENV)/bin/python
 export KUBECONFIG ?= /var/lib/icee-cluster/kubeconfig
 
-.PHONY: cluster cluster-down cluster-status images venv lint test test-unit bench up
+.PHONY: cluster cluster-down cluster-status images venv lint test test-unit bench up ui
 
 cluster:            ## bring up the local single-node Kubernetes (gVisor included)
 	bash cluster/up.sh
@@ -32,3 +32,10 @@ lint: venv          ## ruff and mypy
 
 test-unit: venv
 	$(VENV)/bin/pytest tests/unit -q
+
+test: venv cluster ui  ## everything: lint, unit, integration and end-to-end tests on the local cluster
+	$(MAKE) lint
+	$(VENV)/bin/pytest tests -q
+
+ui:                 ## build the browser UI bundle into ui/dist
+	@if [ -f ui/package.json ]; then cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build; fi
