@@ -69,7 +69,14 @@ start() {
   echo $! >"$ICEE_RUN/$name.pid"
 }
 
-running() { local p; p="$(cat "$ICEE_RUN/$1.pid" 2>/dev/null)" && [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; }
+# running NAME: its recorded process is alive (not a zombie, not a reused pid).
+running() {
+  local p state
+  p="$(cat "$ICEE_RUN/$1.pid" 2>/dev/null)" && [[ -n "$p" ]] || return 1
+  state="$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z && "$state" != X ]] || return 1
+  tr '\0' ' ' < "/proc/$p/cmdline" | grep -q -- "$1"
+}
 
 # wait_for WHAT SECONDS CMD...: retry CMD until it succeeds, or fail saying which.
 wait_for() {
