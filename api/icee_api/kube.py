@@ -27,7 +27,17 @@ log = logging.getLogger(__name__)
 
 
 class KubeError(RuntimeError):
-    """The Kubernetes API refused or failed a call the api needed."""
+    """The Kubernetes API refused or failed a call the api needed (or was unreachable)."""
+
+
+# What a call may raise when the API server is unreachable or goes away mid-response.
+_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +145,8 @@ class Cluster:
                 names.GROUP, names.VERSION, self.namespace, names.PLURAL,
                 limit=1, _request_timeout=5,
             )  # fmt: skip
-        except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
-            raise KubeError(f"cannot list codesessions: {exc}") from exc
+        except (ApiException, *_TRANSPORT_ERRORS) as exc:
+            raise KubeError(f"cannot list codesessions: {_describe(exc)}") from exc
 
     async def create_session(self, session_id: str, spec: CodeSessionSpec) -> None:
         body = codesession_manifest(session_id, spec, self.namespace)
@@ -144,8 +154,8 @@ class Cluster:
             await self._custom.create_namespaced_custom_object(
                 names.GROUP, names.VERSION, self.namespace, names.PLURAL, body
             )
-        except ApiException as exc:
-            raise KubeError(f"cannot create the CodeSession: {exc.status} {exc.reason}") from exc
+        except (ApiException, *_TRANSPORT_ERRORS) as exc:
+            raise KubeError(f"cannot create the CodeSession: {_describe(exc)}") from exc
 
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         try:
@@ -155,7 +165,9 @@ class Cluster:
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise KubeError(f"cannot read the CodeSession: {exc.status} {exc.reason}") from exc
+            raise KubeError(f"cannot read the CodeSession: {_describe(exc)}") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise KubeError(f"cannot read the CodeSession: {_describe(exc)}") from exc
         return obj
 
     async def request_termination(self, session_id: str, reason: str, message: str) -> bool:
@@ -187,7 +199,9 @@ class Cluster:
                     continue
                 if exc.status == 404:
                     return False
-                raise KubeError(f"cannot patch the CodeSession: {exc.status} {exc.reason}") from exc
+                raise KubeError(f"cannot patch the CodeSession: {_describe(exc)}") from exc
+            except _TRANSPORT_ERRORS as exc:
+                raise KubeError(f"cannot patch the CodeSession: {_describe(exc)}") from exc
             return True
         return False
 
@@ -226,11 +240,13 @@ class Cluster:
                 names.pod_name(session_id), self.namespace, container=names.CONTAINER_NAME,
                 limit_bytes=limit_bytes, _preload_content=False, _request_timeout=60,
             )  # fmt: skip
-        except ApiException as exc:
-            raise KubeError(f"cannot read the pod log: {exc.status} {exc.reason}") from exc
+        except (ApiException, *_TRANSPORT_ERRORS) as exc:
+            raise KubeError(f"cannot read the pod log: {_describe(exc)}") from exc
         try:
             async for chunk in resp.content.iter_any():
                 yield chunk
+        except _TRANSPORT_ERRORS as exc:
+            raise KubeError(f"pod log cut off: {_describe(exc)}") from exc
         finally:
             resp.release()
 
@@ -258,10 +274,10 @@ async def _watch(
     """Raw watch events (type, object) from a ``watch=True`` list call."""
     try:
         resp = await call
-    except ApiException as exc:
-        raise KubeError(f"cannot watch: {exc.status} {exc.reason}") from exc
+    except (ApiException, *_TRANSPORT_ERRORS) as exc:
+        raise KubeError(f"cannot watch: {_describe(exc)}") from exc
     try:
-        async for line in resp.content:
+        async for line in _lines(resp):
             if not line.strip():
                 continue
             event = json.loads(line)
@@ -274,3 +290,11 @@ async def _watch(
             yield kind, obj
     finally:
         resp.release()
+
+
+async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        async for line in resp.content:
+            yield line
+    except _TRANSPORT_ERRORS as exc:
+        raise KubeError(f"watch cut off: {_describe(exc)}") from exc

@@ -158,15 +158,18 @@ class SessionStream:
         return None
 
     async def _container_started(self) -> _Started | Outcome | None:
-        while True:  # a watch the server ends early is simply opened again
-            async for event in self._cluster.watch_pod(self.id, self._timeouts.start):
-                if event.deleted:
-                    # Deleted before it ran: the operator ended the session; the status says why.
-                    return await self._final_outcome(self._timeouts.final_status)
-                if event.container.kind == "running":
-                    return _Started(running=True)
-                if event.container.kind == "terminated":
-                    return _Started(running=False)
+        while True:  # a watch that ends early or breaks is opened again; the caller times out
+            try:
+                async for event in self._cluster.watch_pod(self.id, self._timeouts.start):
+                    if event.deleted:
+                        # Deleted before it ran: the operator ended it; the status says why.
+                        return await self._final_outcome(self._timeouts.final_status)
+                    if event.container.kind == "running":
+                        return _Started(running=True)
+                    if event.container.kind == "terminated":
+                        return _Started(running=False)
+            except KubeError as exc:
+                log.warning("session %s: pod watch: %s", self.id, exc)
             await asyncio.sleep(_REWATCH_DELAY)
 
     # -- running -------------------------------------------------------------------
@@ -241,11 +244,14 @@ class SessionStream:
     async def _final_outcome(self, seconds: float) -> Outcome | None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                while True:  # a watch the server ends early is simply opened again
-                    async for obj in self._cluster.watch_session(self.id, seconds):
-                        outcome = outcome_of(status_of(obj))
-                        if outcome is not None:
-                            return outcome
+                while True:  # a watch that ends early or breaks is opened again
+                    try:
+                        async for obj in self._cluster.watch_session(self.id, seconds):
+                            outcome = outcome_of(status_of(obj))
+                            if outcome is not None:
+                                return outcome
+                    except KubeError as exc:
+                        log.warning("session %s: codesession watch: %s", self.id, exc)
                     await asyncio.sleep(_REWATCH_DELAY)
         return None
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from icee_core import names
+from icee_core.models import Reason
 
 from icee_api import messages
 from icee_api.bridge import ClientGone
@@ -103,7 +104,10 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
     except Exception:
         log.exception("session %s: stream failed", session_id)
         await _send_quietly(client, messages.error("internal error; the session is being ended"))
-        await stream.terminate("ClientGone", "the api lost the stream")
+        try:
+            await stream.terminate(Reason.CLIENT_GONE, "the api lost the stream")
+        except Exception as exc:  # the cluster may be what failed; nothing more to do here
+            log.warning("session %s: could not end it: %s", session_id, exc)
         return CloseCode.INTERNAL_ERROR, "internal error"
     finally:
         services.live.release(session_id)

@@ -1,0 +1,96 @@
+"""Bad input gets a clear 4xx or WebSocket error, and disturbs nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+if TYPE_CHECKING:
+    from conftest import ApiServer
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"language": "brainfuck", "code": "+"}, 422, "unknown language 'brainfuck'"),
+        ({"language": "python", "code": ""}, 422, "code is empty"),
+        ({"language": "python", "code": "x" * 70_000}, 413, "at most 65536"),
+        ({"language": "python", "code": 42}, 422, "code"),
+        ({"code": "print(1)"}, 422, "language"),
+    ],
+)
+async def test_bad_post(api: ApiServer, body: Any, status: int, says: str) -> None:
+    async with api.http() as http:
+        r = await http.post("/session", json=body)
+    assert r.status_code == status
+    assert says in r.json()["detail"]
+
+
+async def test_malformed_json(api: ApiServer) -> None:
+    async with api.http() as http:
+        r = await http.post("/session", content=b'{"language": "python", code',
+                            headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 400
+    assert "malformed JSON" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("sid", [str(uuid.uuid4()), "not-a-uuid"])
+async def test_unknown_session(api: ApiServer, sid: str) -> None:
+    async with api.http() as http:
+        assert (await http.get(f"/session/{sid}")).status_code == 404
+        assert (await http.delete(f"/session/{sid}")).status_code == 404
+    async with connect(f"{api.ws_url}/ws/session/{sid}") as ws:
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+    assert ws.close_code == 4404
+
+
+async def test_bad_websocket_messages_get_errors_and_the_session_goes_on(api: ApiServer) -> None:
+    async with api.live("print('got', input())") as s:
+        await s.until_state("running")
+        for bad in ["{nope", '{"type": "sing"}', '{"type": "input", "data": 1}', "[]"]:
+            await s.send(bad)
+            msg = await s.until(lambda m: m["type"] == "error")
+            assert msg["message"]
+        await s.ws.send(b"\x00binary")
+        assert "binary" in (await s.until(lambda m: m["type"] == "error"))["message"]
+        await s.input("fine\n")
+        t = await s.finish()
+    assert t.stdout == "got fine\n"
+    assert t.final["reason"] == "Completed"
+
+
+async def test_second_client_is_refused(api: ApiServer) -> None:
+    async with api.live("print('one', input())") as first:
+        await first.until_state("running")
+        async with connect(f"{api.ws_url}/ws/session/{first.id}") as second:
+            with pytest.raises(ConnectionClosed):
+                await second.recv()
+        assert second.close_code == 4409
+        assert "already" in (second.close_reason or "")
+        # The first client is undisturbed.
+        await first.input("still here\n")
+        t = await first.finish()
+    assert t.stdout == "one still here\n"
+
+
+async def test_bad_input_does_not_disturb_a_running_session(api: ApiServer) -> None:
+    code = "import time\nprint('a')\ntime.sleep(2)\nprint('b')\n"
+
+    async def noise() -> None:
+        async with api.http() as http:
+            for _ in range(5):
+                await http.post("/session", content=b"garbage")
+                await http.post("/session", json={"language": "nope", "code": "x"})
+                await http.get("/session/zzz")
+                await asyncio.sleep(0.1)
+
+    t, _ = await asyncio.gather(api.run(code), noise())
+    assert (t.stdout, t.final["reason"]) == ("a\nb\n", "Completed")
