@@ -33,4 +33,5 @@ async def test_graceful_shutdown(start_api: StartApi) -> None:
     assert stuck_t.final["state"] == "terminated"
     assert stuck_t.final["reason"] == "ServerShutdown"
     assert time.monotonic() - sent >= 4
-    assert api.process.popen.wait(30) == 0
+    # uvicorn re-raises the signal once it has shut down cleanly.
+    assert api.process.popen.wait(30) in (0, -signal.SIGTERM)
