@@ -18,7 +18,7 @@ for r in "${recipes[@]}"; do
   recipe="$here/images/$r.recipe"
   [[ -f "$recipe" ]] || die "no image recipe $recipe"
   # shellcheck disable=SC1090
-  ( unset IMAGE KIND SUITE PACKAGES SOURCE ENTRYPOINT USER ENV
+  ( unset IMAGE KIND SUITE PACKAGES SOURCE ENTRYPOINT USER ENV IMPORT
     . "$recipe"
     key="$(cat "$recipe" "$here/oci_image.py" "$here/images.sh" ${SOURCE:+"$here/images/$SOURCE"} | sha256sum | cut -c1-16)"
     archive="$out_dir/$r-$key.tar"

@@ -108,7 +108,7 @@ import_images() {
       touch "$stamp"
       log "imported $image"
     fi
-  done < <("$(dirname "${BASH_SOURCE[0]}")/images.sh")
+  done < <(cd "$(dirname "${BASH_SOURCE[0]}")" && ./images.sh $(grep -L '^IMPORT=no' images/*.recipe | xargs -n1 basename | sed 's/\.recipe$//'))
 }
 
 full_image_name() {

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Build the icee image from the Dockerfile offline, with buildah (no daemon) and
+# locally made base images, then import it into the cluster's containerd.
+# Prints the image name. The tag is a hash of the sources, so a changed tree
+# gives a new tag and `helm upgrade` rolls the pods.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+. "$here/versions.env"
+. "$here/lib.sh"
+require_root
+command -v buildah >/dev/null || die "buildah is not installed: apt-get install buildah"
+
+tag="$(cd "$repo" && cat Dockerfile pyproject.toml ui/package.json ui/package-lock.json \
+  $(git ls-files core api operator ui | grep -v '^ui/dist' | sort) | sha256sum | cut -c1-12)"
+image="icee/icee:$ICEE_VERSION-$tag"
+archive="$ICEE_CACHE/images/icee-$tag.tar"
+bah=(buildah --root "$ICEE_CACHE/buildah/root" --runroot "$ICEE_RUN-buildah" --storage-driver overlay)
+
+if [[ ! -f "$archive" ]]; then
+  start=$SECONDS
+  while read -r name path; do
+    if ! "${bah[@]}" inspect --type image "localhost/$name" >/dev/null 2>&1; then
+      id="$("${bah[@]}" pull -q "oci-archive:$path")"
+      "${bah[@]}" tag "$id" "localhost/$name"
+    fi
+  done < <("$here/images.sh" base-python base-node)
+  log "building $image with buildah (cold: a few minutes; layers are cached)"
+  "${bah[@]}" bud --isolation chroot --layers --pull-never -q \
+    --build-arg BASE=localhost/icee/base-python:3.11 --build-arg NODE_BASE=localhost/icee/base-node:20 \
+    -f "$repo/Dockerfile" -t "localhost/$image" "$repo" >/dev/null
+  "${bah[@]}" push -q "localhost/$image" "oci-archive:$archive.tmp:docker.io/$image" >/dev/null
+  mv "$archive.tmp" "$archive"
+  find "$ICEE_CACHE/images" -maxdepth 1 -name 'icee-*.tar' ! -path "$archive" -delete
+  log "built $image in $((SECONDS - start)) s ($(du -m "$archive" | cut -f1) MB archive)"
+fi
+
+ctr=("$(node_prefix)/usr/bin/ctr" --address "$ICEE_RUN/containerd/containerd.sock" -n k8s.io)
+if ! "${ctr[@]}" images ls -q | grep -qx "docker.io/$image"; then
+  "${ctr[@]}" images import "$archive" >/dev/null || die "importing $archive failed (is the cluster up?)"
+  log "imported $image"
+fi
+echo "$image"
