@@ -15,7 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-DEFAULT_LANGUAGES_FILE = "languages.yaml"
+# The registry shipped with icee_core (python, javascript, java, cpp).
+DEFAULT_LANGUAGES_FILE = Path(__file__).with_name("languages.yaml")
 
 
 class LanguageConfigError(ValueError):
@@ -129,7 +130,7 @@ def parse_registry(text: str, source: str = "<string>") -> LanguageRegistry:
 def load_registry(path: Path | None = None) -> LanguageRegistry:
     """Load the registry from `path`, or the default file shipped with icee_core."""
     if path is None:
-        path = Path(__file__).with_name(DEFAULT_LANGUAGES_FILE)
+        path = DEFAULT_LANGUAGES_FILE
     try:
         text = path.read_text("utf-8")
     except OSError as error:

@@ -43,8 +43,8 @@ class OperatorSettings(BaseSettings):
     # How long an ended CodeSession stays readable before the operator deletes it.
     retention_seconds: float = Field(default=300, ge=0)
 
-    # kopf's liveness endpoint; None to disable.
-    health_port: int | None = 8080
+    # kopf's liveness endpoint (/healthz); 0 disables it.
+    health_port: int = Field(default=8080, ge=0, le=65535)
 
     @field_validator("runtime_class_name")
     @classmethod

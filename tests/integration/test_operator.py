@@ -1,0 +1,360 @@
+"""The operator against the real cluster: CodeSession in, locked-down pod, status, cleanup.
+
+Nothing is mocked. The module runs its own `icee-operator` process on its own
+namespace (short retention, `imagePullPolicy: Never` since no registry answers
+here, and one extra language whose image does not exist), and plays the api's
+part by hand: `kubectl attach` sends the one byte that releases the held program,
+and `spec.termination` is patched in as the api would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import KUBECTL, Process, free_port, kubectl, start_process
+from icee_core import names
+from icee_core.languages import DEFAULT_LANGUAGES_FILE
+from icee_core.models import CodeSessionSpec, codesession_manifest
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "charts" / "icee" / "crds" / "codesession.yaml"
+OPERATOR = Path(sys.executable).parent / "icee-operator"
+RETENTION_SECONDS = 10
+FINAL = ("Finished", "Terminated")
+
+BROKEN_LANGUAGE = """
+  - id: broken
+    displayName: Broken
+    version: "0"
+    image: icee/sandbox-does-not-exist:0
+    fileName: main.txt
+    run: cat main.txt
+"""
+
+
+@dataclass
+class Operator:
+    """One `icee-operator` process serving `namespace`, restartable."""
+
+    namespace: str
+    env: dict[str, str]
+    logs: Path
+    process: Process | None = None
+
+    def start(self) -> None:
+        self.process = start_process("operator", [str(OPERATOR)], self.env, self.logs)
+
+    def stop(self, *, crash: bool = False) -> None:
+        if self.process is not None:
+            self.process.stop(9 if crash else 15)
+            self.process = None
+
+    def tail(self) -> str:
+        return self.process.tail() if self.process else "(operator not running)"
+
+
+@pytest.fixture(scope="module")
+def operator(kubeconfig: str, process_logs: Path, tmp_path_factory: Any) -> Iterator[Operator]:
+    kubectl("apply", "--server-side", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
+    namespace = f"icee-op-it-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", namespace)
+    # Pods are refused until the namespace's default service account exists.
+    _until(lambda: kubectl("get", "sa", "default", "-n", namespace, check=False) != "", 30)
+    languages = tmp_path_factory.mktemp("languages") / "languages.yaml"
+    languages.write_text(DEFAULT_LANGUAGES_FILE.read_text() + BROKEN_LANGUAGE)
+    env = {
+        "ICEE_NAMESPACE": namespace,
+        "ICEE_HEALTH_PORT": str(free_port()),
+        "ICEE_RETENTION_SECONDS": str(RETENTION_SECONDS),
+        "ICEE_START_TIMEOUT_SECONDS": "60",
+        "ICEE_IMAGE_PULL_POLICY": "Never",
+        "ICEE_LANGUAGES_FILE": str(languages),
+    }
+    op = Operator(namespace, env, process_logs)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _until(predicate: Callable[[], bool], timeout: float, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not true within {timeout} s")
+        time.sleep(every)
+
+
+def create(op: Operator, code: str, language: str = "python", **spec: Any) -> str:
+    session_id = names.new_session_id()
+    body = codesession_manifest(
+        session_id,
+        CodeSessionSpec.model_validate({"language": language, "code": code, **spec}),
+        op.namespace,
+    )
+    kubectl_json_create(body)
+    return session_id
+
+
+def kubectl_json_create(body: dict[str, Any]) -> None:
+    proc = subprocess.run(
+        [KUBECTL, "create", "-f", "-"],
+        input=json.dumps(body),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def session(op: Operator, session_id: str) -> dict[str, Any] | None:
+    out = kubectl("get", "codesession", session_id, "-n", op.namespace, "-o", "json", check=False)
+    return json.loads(out) if out else None
+
+
+def status(op: Operator, session_id: str) -> dict[str, Any]:
+    found = session(op, session_id)
+    assert found is not None, f"CodeSession {session_id} is gone"
+    result: dict[str, Any] = found.get("status") or {}
+    return result
+
+
+def wait_phase(
+    op: Operator, session_id: str, phases: tuple[str, ...], timeout: float = 60
+) -> dict[str, Any]:
+    try:
+        _until(lambda: status(op, session_id).get("phase") in phases, timeout)
+    except TimeoutError:
+        pytest.fail(f"{session_id} not {phases}: {status(op, session_id)}\n{op.tail()}")
+    return status(op, session_id)
+
+
+def attach(op: Operator, session_id: str, stdin: bytes = b"") -> subprocess.Popen[bytes]:
+    """`kubectl attach` as the api would: the hold byte first, then `stdin`, then EOF."""
+    wait_phase(op, session_id, ("Running", *FINAL))
+    proc = subprocess.Popen(
+        [KUBECTL, "attach", "-i", "-n", op.namespace, names.pod_name(session_id), "-c", "program"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(names.HOLD_RELEASE_BYTE + stdin)
+    proc.stdin.close()
+    proc.stdin = None  # so that communicate() only reads
+    return proc
+
+
+def run(op: Operator, code: str, stdin: bytes = b"", **spec: Any) -> tuple[str, dict[str, Any]]:
+    """A session from creation to its final status; returns (stdout, status)."""
+    session_id = create(op, code, **spec)
+    proc = attach(op, session_id, stdin)
+    stdout, _ = proc.communicate(timeout=120)
+    return stdout.decode(), wait_phase(op, session_id, FINAL) | {"id": session_id}
+
+
+def gone(op: Operator, kind: str, name: str, timeout: float = 30) -> bool:
+    kubectl(
+        "wait", "--for=delete", f"{kind}/{name}", "-n", op.namespace, f"--timeout={timeout:g}s",
+        check=False,
+    )  # fmt: skip
+    left: str = kubectl("get", kind, name, "-n", op.namespace, "--ignore-not-found", "-o", "name")
+    return left == ""
+
+
+def assert_cleaned_up(op: Operator, session_id: str) -> None:
+    assert gone(op, "pod", names.pod_name(session_id)), "the pod was left behind"
+    assert gone(op, "configmap", names.configmap_name(session_id)), "the code was left behind"
+
+
+# -- tests ------------------------------------------------------------------------------
+
+
+def test_exit_zero_is_finished_completed_and_cleaned_up(operator: Operator) -> None:
+    stdout, final = run(operator, "print('Hello World')")
+    assert stdout == "Hello World\n"
+    assert final["phase"] == "Finished"
+    assert final["reason"] == "Completed"
+    assert final["exitCode"] == 0
+    assert final["podName"] == names.pod_name(final["id"])
+    assert final["createdAt"] <= final["startedAt"] <= final["finishedAt"]
+    assert {c["type"] for c in final["conditions"]} == {"Started", "Ended"}
+    assert_cleaned_up(operator, final["id"])
+
+
+def test_pod_is_owned_and_hardened(operator: Operator) -> None:
+    session_id = create(operator, "print(input())")
+    wait_phase(operator, session_id, ("Running",))
+    pod = json.loads(
+        kubectl("get", "pod", names.pod_name(session_id), "-n", operator.namespace, "-o", "json")
+    )
+    (owner,) = pod["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("CodeSession", session_id, True)
+    assert pod["spec"]["runtimeClassName"] == "gvisor"
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    (container,) = pod["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    stdout, _ = attach(operator, session_id, b"echo\n").communicate(timeout=60)
+    assert stdout == b"echo\n"
+    assert wait_phase(operator, session_id, FINAL)["reason"] == "Completed"
+
+
+def test_non_zero_exit_is_finished_error(operator: Operator) -> None:
+    stdout, final = run(operator, "import sys\nprint('bye')\nsys.exit(3)")
+    assert stdout == "bye\n"
+    assert (final["phase"], final["reason"], final["exitCode"]) == ("Finished", "Error", 3)
+    assert_cleaned_up(operator, final["id"])
+
+
+def test_compile_failure_is_a_compilation_error(operator: Operator) -> None:
+    _, final = run(operator, "int main() { return x; }", language="cpp")
+    assert (final["phase"], final["reason"]) == ("Finished", "CompilationError")
+    assert final["exitCode"] != 0
+
+
+def test_termination_request_ends_the_session_with_its_reason(operator: Operator) -> None:
+    session_id = create(operator, "import time\nprint('up', flush=True)\ntime.sleep(300)")
+    attached = attach(operator, session_id)
+    assert attached.stdout is not None
+    assert attached.stdout.readline() == b"up\n"
+    kubectl(
+        "patch", "codesession", session_id, "-n", operator.namespace, "--type=merge", "-p",
+        json.dumps({"spec": {"termination": {"reason": "UserTerminated", "message": "stop"}}}),
+    )  # fmt: skip
+    final = wait_phase(operator, session_id, FINAL, timeout=15)
+    assert (final["phase"], final["reason"], final["message"]) == (
+        "Terminated",
+        "UserTerminated",
+        "stop",
+    )
+    assert_cleaned_up(operator, session_id)
+    attached.communicate(timeout=30)
+
+
+def test_termination_before_the_pod_started_creates_no_pod(operator: Operator) -> None:
+    session_id = create(
+        operator, "print(1)", termination={"reason": "ClientGone", "message": "gone"}
+    )
+    final = wait_phase(operator, session_id, FINAL)
+    assert (final["phase"], final["reason"]) == ("Terminated", "ClientGone")
+    assert "startedAt" not in final
+    assert gone(operator, "pod", names.pod_name(session_id), timeout=1)
+
+
+def test_execution_timeout_is_time_limit_exceeded(operator: Operator) -> None:
+    _, final = run(operator, "import time\ntime.sleep(300)", timeouts={"executionSeconds": 3})
+    assert (final["phase"], final["reason"]) == ("Terminated", "TimeLimitExceeded")
+    assert_cleaned_up(operator, final["id"])
+
+
+def test_memory_bomb_is_memory_limit_exceeded(operator: Operator) -> None:
+    code = "chunks = []\nwhile True:\n    chunks.append(bytearray(10**7))"
+    _, final = run(operator, code, limits={"memoryBytes": 64 * 1024 * 1024})
+    assert (final["phase"], final["reason"]) == ("Terminated", "MemoryLimitExceeded")
+
+
+def test_processes_and_threads_are_capped(operator: Operator) -> None:
+    code = (
+        "import os, threading, time\n"
+        "n = 1\n"
+        "try:\n"
+        "    while True:\n"
+        "        threading.Thread(target=time.sleep, args=(60,), daemon=True).start(); n += 1\n"
+        "except RuntimeError:\n"
+        "    pass\n"
+        "try:\n"
+        "    os.fork()\n"
+        "    print('forked past the cap')\n"
+        "except BlockingIOError:\n"
+        "    print('tasks', n)\n"
+        "os._exit(0)\n"
+    )
+    stdout, final = run(operator, code, limits={"pids": 16})
+    assert stdout == "tasks 16\n"
+    assert final["reason"] == "Completed"
+
+
+def test_unknown_language_is_invalid_spec(operator: Operator) -> None:
+    session_id = names.new_session_id()
+    kubectl_json_create(
+        {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "metadata": {"name": session_id, "namespace": operator.namespace},
+            "spec": {"language": "cobol", "code": "DISPLAY 'HI'."},
+        }
+    )
+    final = wait_phase(operator, session_id, FINAL)
+    assert (final["phase"], final["reason"]) == ("Terminated", "InvalidSpec")
+    assert "cobol" in final["message"]
+
+
+def test_missing_image_is_start_failed(operator: Operator) -> None:
+    session_id = create(operator, "hello", language="broken")
+    final = wait_phase(operator, session_id, FINAL)
+    assert (final["phase"], final["reason"]) == ("Terminated", "StartFailed")
+    assert "ErrImageNeverPull" in final["message"]
+    assert_cleaned_up(operator, session_id)
+
+
+def test_pod_deleted_by_someone_else_is_pod_lost(operator: Operator) -> None:
+    session_id = create(operator, "print(input())")
+    wait_phase(operator, session_id, ("Running",))
+    kubectl("delete", "pod", names.pod_name(session_id), "-n", operator.namespace, "--wait=false")
+    final = wait_phase(operator, session_id, FINAL)
+    assert (final["phase"], final["reason"]) == ("Terminated", "PodLost")
+
+
+def test_retention_deletes_the_ended_codesession(operator: Operator) -> None:
+    _, final = run(operator, "print('bye')")
+    assert session(operator, final["id"]) is not None
+    assert gone(operator, "codesession", final["id"], timeout=RETENTION_SECONDS + 20)
+
+
+def test_session_that_ends_while_the_operator_is_down_ends_cleanly(operator: Operator) -> None:
+    session_id = create(operator, "import time\nprint(input())\ntime.sleep(2)")
+    attached = attach(operator, session_id, b"still here\n")
+    assert attached.stdout is not None
+    assert attached.stdout.readline() == b"still here\n"
+    operator.stop(crash=True)
+    try:
+        attached.communicate(timeout=60)  # the program ended, and nobody recorded it
+        assert status(operator, session_id)["phase"] == "Running"
+    finally:
+        operator.start()
+    final = wait_phase(operator, session_id, FINAL)
+    assert (final["phase"], final["reason"], final["exitCode"]) == ("Finished", "Completed", 0)
+    assert_cleaned_up(operator, session_id)
+    assert gone(operator, "codesession", session_id, timeout=RETENTION_SECONDS + 20)
+
+
+def test_pod_lost_while_the_operator_is_down_is_noticed_on_restart(operator: Operator) -> None:
+    session_id = create(operator, "print(input())")
+    wait_phase(operator, session_id, ("Running",))
+    operator.stop()
+    try:
+        kubectl("delete", "pod", names.pod_name(session_id), "-n", operator.namespace)
+    finally:
+        operator.start()
+    final = wait_phase(operator, session_id, FINAL)
+    assert (final["phase"], final["reason"]) == ("Terminated", "PodLost")
+    assert_cleaned_up(operator, session_id)
