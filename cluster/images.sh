@@ -18,7 +18,7 @@ for r in "${recipes[@]}"; do
   recipe="$here/images/$r.recipe"
   [[ -f "$recipe" ]] || die "no image recipe $recipe"
   # shellcheck disable=SC1090
-  ( unset IMAGE KIND SUITE PACKAGES SOURCE ENTRYPOINT USER ENV IMPORT
+  ( unset IMAGE KIND SUITE PACKAGES EXTRA_PACKAGES SOURCE ENTRYPOINT USER ENV IMPORT
     . "$recipe"
     key="$(cat "$recipe" "$here/oci_image.py" "$here/images.sh" ${SOURCE:+"$here/images/$SOURCE"} | sha256sum | cut -c1-16)"
     archive="$out_dir/$r-$key.tar"
@@ -33,6 +33,15 @@ for r in "${recipes[@]}"; do
           log "debootstrap $SUITE + $PACKAGES for $IMAGE"
           debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$(debian_mirror)" \
             > "$out_dir/$r.debootstrap.log" 2>&1 || die "debootstrap failed, see $out_dir/$r.debootstrap.log"
+          if [[ -n "${EXTRA_PACKAGES:-}" ]]; then
+            # Packages whose maintainer scripts need a complete system (npm).
+            mount -t proc proc "$root/proc"
+            trap 'umount "$root/proc" 2>/dev/null; rm -rf "$root"' EXIT
+            { chroot "$root" apt-get update -q && DEBIAN_FRONTEND=noninteractive chroot "$root" \
+                apt-get install -y -q --no-install-recommends ${EXTRA_PACKAGES//,/ }; } \
+              >> "$out_dir/$r.debootstrap.log" 2>&1 || die "installing $EXTRA_PACKAGES failed, see $out_dir/$r.debootstrap.log"
+            umount "$root/proc"
+          fi
           # Small and reproducible: no caches, docs, logs or machine identity.
           rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/log/* \
             "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \

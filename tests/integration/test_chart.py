@@ -1,0 +1,159 @@
+"""`helm install icee` on the local cluster: the image built offline, the chart,
+an interactive session through the in-cluster api, `helm test`, and an
+uninstall that leaves nothing behind. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "icee"
+
+
+def run(*argv: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return run("bash", str(REPO / "cluster" / "build-helm.sh")).stdout.strip().splitlines()[-1]
+
+
+def kubectl(*args: str, check: bool = True) -> str:
+    return run(str(REPO / "cluster" / "kubectl"), *args, timeout=120, check=check).stdout
+
+
+def test_chart_lints_and_schema_rejects_unknown_keys(helm: str) -> None:
+    run(helm, "lint", str(CHART), "--strict")
+    bad = run(helm, "lint", str(CHART), "--set", "api.replicaz=2", check=False)
+    assert bad.returncode != 0
+    assert "additional properties 'replicaz' not allowed" in bad.stdout + bad.stderr
+
+
+def test_manifests_match_the_chart(helm: str) -> None:
+    rendered = run(
+        "bash", str(REPO / "manifests" / "render.sh"), timeout=60, check=True
+    ).stdout  # uses the same pinned helm
+    committed = (REPO / "manifests" / "icee.yaml").read_text()
+    assert rendered == committed, "manifests/icee.yaml is stale: manifests/render.sh > it"
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    namespace: str
+    sandbox: str
+    port: int
+
+
+@pytest.fixture(scope="module")
+def release(helm: str) -> Iterator[Release]:
+    image = run("bash", str(REPO / "cluster" / "build-icee-image.sh"), timeout=1800).stdout
+    repository, tag = image.strip().splitlines()[-1].rsplit(":", 1)
+    suffix = uuid.uuid4().hex[:6]
+    rel = Release(f"icee-t{suffix}", f"icee-t{suffix}", f"icee-t{suffix}-sandbox", 0)
+    start = time.monotonic()
+    run(
+        helm, "install", rel.name, str(CHART), "--namespace", rel.namespace, "--create-namespace",
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        "--set", "image.pullPolicy=Never", "--set", "sandbox.imagePullPolicy=Never",
+        "--set", f"sandbox.namespace={rel.sandbox}", "--set", "sandbox.createRuntimeClass=false",
+        "--set", "api.service.type=NodePort", "--set", "api.shutdownGraceSeconds=5",
+        "--wait", "--timeout", "5m",
+    )  # fmt: skip
+    print(f"install-to-ready: {time.monotonic() - start:.1f} s")
+    port = int(
+        kubectl(
+            "-n", rel.namespace, "get", "service", f"{rel.name}-api",
+            "-o", "jsonpath={.spec.ports[0].nodePort}",
+        )
+    )  # fmt: skip
+    rel = Release(rel.name, rel.namespace, rel.sandbox, port)
+    try:
+        yield rel
+    finally:
+        run(helm, "uninstall", rel.name, "-n", rel.namespace, "--wait", check=False)
+        kubectl("delete", "namespace", rel.namespace, "--wait=false", check=False)
+
+
+def test_install_brings_api_and_operator_up(release: Release) -> None:
+    deployments = json.loads(kubectl("-n", release.namespace, "get", "deployments", "-o", "json"))
+    ready = {
+        d["metadata"]["name"]: d["status"].get("readyReplicas", 0) for d in deployments["items"]
+    }
+    assert ready == {f"{release.name}-api": 2, f"{release.name}-operator": 1}
+
+
+def test_interactive_session_through_the_in_cluster_api(release: Release) -> None:
+    base = f"127.0.0.1:{release.port}"
+    code = "name = input('name? ')\nage = input('age? ')\nprint(f'{name} is {age}')\n"
+    body = json.dumps({"language": "python", "code": code}).encode()
+    request = urllib.request.Request(
+        f"http://{base}/session", body, {"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 201
+        session_id = json.load(response)["sessionId"]
+    stdout, final = "", None
+    with connect(f"ws://{base}/ws/session/{session_id}", open_timeout=30) as ws:
+        sent = 0
+        for raw in ws:
+            message = json.loads(raw)
+            if message["type"] == "stdout":
+                stdout += message["data"]
+                # Answer each prompt only once it has been shown.
+                if sent == 0 and "name? " in stdout:
+                    ws.send(json.dumps({"type": "input", "data": "Ada\n"}))
+                    sent = 1
+                elif sent == 1 and "age? " in stdout:
+                    ws.send(json.dumps({"type": "input", "data": "36\n"}))
+                    sent = 2
+            elif message["type"] == "state" and message["state"] in ("finished", "terminated"):
+                final = message
+                break
+    assert stdout == "name? age? Ada is 36\n"
+    assert final is not None
+    assert (final["state"], final["exitCode"]) == ("finished", 0)
+    listed = kubectl("-n", release.sandbox, "get", "codesessions")
+    row = next(line for line in listed.splitlines() if line.startswith(session_id))
+    assert "python" in row
+    assert "Finished" in row
+
+
+def test_helm_test_runs_a_session(helm: str, release: Release) -> None:
+    result = run(helm, "test", release.name, "-n", release.namespace, "--logs", "--timeout", "3m")
+    assert "session ran end to end" in result.stdout
+
+
+def test_uninstall_leaves_nothing_behind(helm: str, release: Release) -> None:
+    run(helm, "uninstall", release.name, "-n", release.namespace, "--wait", "--timeout", "3m")
+    selector = f"app.kubernetes.io/instance={release.name}"
+    for namespace in (release.namespace, release.sandbox):
+        left = kubectl(
+            "-n", namespace, "get", "pods,services,deployments,roles,rolebindings,serviceaccounts,"
+            "configmaps,networkpolicies", "-l", selector, "-o", "name", check=False,
+        )  # fmt: skip
+        assert left.strip() == "", left
+    cluster_wide = kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name")
+    assert cluster_wide.strip() == ""
+    # The chart's sandbox namespace goes with the release (its sandboxes with it).
+    deadline = time.monotonic() + 120
+    while kubectl("get", "namespace", release.sandbox, "--ignore-not-found", "-o", "name"):
+        assert time.monotonic() < deadline, "sandbox namespace still there"
+        time.sleep(1)
