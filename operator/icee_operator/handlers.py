@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import kopf
 from icee_core import names
-from icee_core.languages import load_registry
+from icee_core.languages import LanguageConfigError, LanguageRegistry, load_registry
 
 from icee_operator.deadlines import Deadlines
 from icee_operator.kube import Kube
@@ -46,8 +46,13 @@ def context(memo: kopf.Memo) -> Context:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # `icee-operator` passes its settings in; `kopf run` gets them read here.
+    # `icee-operator` passes its settings in; `kopf run -m icee_operator.handlers`
+    # gets them read here.
     config = cast(OperatorSettings, memo.get("settings") or OperatorSettings())
+    try:
+        languages = memo.get("languages") or load_registry(config.languages_file)
+    except LanguageConfigError as error:
+        raise kopf.PermanentError(str(error)) from None
     # kopf's own bookkeeping in annotations under our group; the status is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -59,7 +64,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     memo["context"] = Context(
         settings=config,
-        languages=load_registry(config.languages_file),
+        languages=cast(LanguageRegistry, languages),
         kube=await Kube.connect(config.namespace),
         deadlines=Deadlines(),
     )
@@ -72,17 +77,21 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await ctx.kube.close()
 
 
-@kopf.on.create(*CODESESSIONS)
+# Sessions are interactive: retry failed handlers after a second, not kopf's minute.
+RETRY_BACKOFF_SECONDS = 1.0
+
+
+@kopf.on.create(*CODESESSIONS, backoff=RETRY_BACKOFF_SECONDS)
 async def codesession_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await start(context(memo), body)
 
 
-@kopf.on.resume(*CODESESSIONS)
+@kopf.on.resume(*CODESESSIONS, backoff=RETRY_BACKOFF_SECONDS)
 async def codesession_resumed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await reconcile(context(memo), body)
 
 
-@kopf.on.update(*CODESESSIONS, field="spec.termination")
+@kopf.on.update(*CODESESSIONS, field="spec.termination", backoff=RETRY_BACKOFF_SECONDS)
 async def termination_requested(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> None:
     if new:
         await terminate(context(memo), body)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import kopf
+from icee_core.languages import LanguageConfigError, load_registry
 
 from icee_operator import handlers
 from icee_operator.settings import OperatorSettings
@@ -13,6 +15,10 @@ from icee_operator.settings import OperatorSettings
 def run() -> None:
     settings = OperatorSettings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        languages = load_registry(settings.languages_file)
+    except LanguageConfigError as error:
+        sys.exit(f"icee-operator: {error}")
     assert handlers.startup  # importing the module registers the handlers with kopf
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     kopf.run(
@@ -21,7 +27,7 @@ def run() -> None:
         # One replica; no KopfPeering objects needed.
         standalone=True,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(settings=settings),
+        memo=kopf.Memo(settings=settings, languages=languages),
     )
 
 

@@ -122,11 +122,15 @@ def _ended(terminated: Mapping[str, Any], pod_name: str | None) -> Observation:
             **times,
         )
     if (terminated.get("message") or "").strip() == COMPILATION_FAILED_MARKER:
-        reason = Reason.COMPILATION_ERROR
-    elif exit_code == 0:
-        reason = Reason.COMPLETED
-    else:
-        reason = Reason.ERROR
+        return Observation(
+            Phase.FINISHED,
+            Reason.COMPILATION_ERROR,
+            exit_code=exit_code,
+            message="the program did not compile",
+            pod_name=pod_name,
+            **times,
+        )
+    reason = Reason.COMPLETED if exit_code == 0 else Reason.ERROR
     return Observation(Phase.FINISHED, reason, exit_code=exit_code, pod_name=pod_name, **times)
 
 

@@ -102,6 +102,10 @@ async def start(ctx: Context, body: Mapping[str, Any]) -> None:
     if spec.termination is not None:
         await terminate(ctx, body)
         return
+    if datetime.now(UTC) >= _start_deadline(ctx, body):
+        # Created while no operator ran, and nobody waits for it any more.
+        await advance(ctx, name, _not_started(ctx), body)
+        return
     spec = clamp_spec(spec, ctx.settings.maxima)
     configmap = build_configmap(name, spec, language)
     pod = build_pod(name, spec, language, ctx.settings)
@@ -177,22 +181,21 @@ async def end(ctx: Context, name: str, status: CodeSessionStatus) -> None:
 
 def arm_start_timeout(ctx: Context, body: Mapping[str, Any]) -> None:
     name = body["metadata"]["name"]
-    timeout = ctx.settings.start_timeout_seconds
-    deadline = _created_at(body) + timedelta(seconds=timeout)
 
     async def check() -> None:
-        await advance(
-            ctx,
-            name,
-            Observation(
-                Phase.TERMINATED,
-                Reason.START_FAILED,
-                message=f"the program did not start within {timeout:g} s",
-            ),
-            only_from=frozenset({None, Phase.PENDING}),
-        )
+        await advance(ctx, name, _not_started(ctx), only_from=frozenset({None, Phase.PENDING}))
 
-    ctx.deadlines.arm(f"start/{name}", deadline, check)
+    ctx.deadlines.arm(f"start/{name}", _start_deadline(ctx, body), check)
+
+
+def _start_deadline(ctx: Context, body: Mapping[str, Any]) -> datetime:
+    return _created_at(body) + timedelta(seconds=ctx.settings.start_timeout_seconds)
+
+
+def _not_started(ctx: Context) -> Observation:
+    timeout = ctx.settings.start_timeout_seconds
+    message = f"the program did not start within {timeout:g} s of its creation"
+    return Observation(Phase.TERMINATED, Reason.START_FAILED, message=message)
 
 
 def _created_at(body: Mapping[str, Any]) -> datetime:

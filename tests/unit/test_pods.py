@@ -261,7 +261,15 @@ T2 = datetime(2025, 1, 1, 12, 0, 2, tzinfo=UTC)
         ),
         (
             pod(phase="Failed", state=terminated(1, message="icee:compilation-failed")),
-            Observation(Phase.FINISHED, Reason.COMPILATION_ERROR, 1, None, "run-x", T1, T2),
+            Observation(
+                Phase.FINISHED,
+                Reason.COMPILATION_ERROR,
+                1,
+                "the program did not compile",
+                "run-x",
+                T1,
+                T2,
+            ),
         ),
         (
             # The program cannot fake a compile error with extra text.
