@@ -97,7 +97,9 @@ def build_pod(
         "hostIPC": False,
         "shareProcessNamespace": False,
         "hostname": "sandbox",
-        "securityContext": non_root | seccomp,
+        # No uid at pod level: the pause container would run as the session's uid
+        # and count against its RLIMIT_NPROC under runc.
+        "securityContext": {"runAsNonRoot": True} | seccomp,
         "volumes": [
             {
                 # The only writable path: memory-backed, so it counts against the

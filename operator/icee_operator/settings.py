@@ -33,9 +33,10 @@ class OperatorSettings(BaseSettings):
     ephemeral_storage_request_bytes: int = Field(default=1 * MiB, ge=0)
     termination_grace_seconds: int = Field(default=1, ge=0)
     # Each session runs as its own uid from this range, so RLIMIT_NPROC (which counts
-    # per uid) caps one session only, also under runc where uids share the host kernel.
-    sandbox_uid_base: int = Field(default=10000, ge=1000)
-    sandbox_uid_count: int = Field(default=50000, ge=1)
+    # per uid) caps one session only, also under runc where all pods share the host's
+    # uids: keep the range clear of any uid other pods on the nodes run as.
+    sandbox_uid_base: int = Field(default=1_000_000, ge=1000)
+    sandbox_uid_count: int = Field(default=1_000_000, ge=1, le=1_000_000_000)
 
     # A session not running this long after creation ends as StartFailed
     # (unschedulable, image missing, ...).

@@ -9,6 +9,7 @@ and `spec.termination` is patched in as the api would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -64,16 +65,14 @@ class Operator:
         return self.process.tail() if self.process else "(operator not running)"
 
 
-@pytest.fixture(scope="module")
-def operator(kubeconfig: str, process_logs: Path, tmp_path_factory: Any) -> Iterator[Operator]:
+@contextlib.contextmanager
+def operator_in_new_namespace(logs: Path, languages: Path, **settings: str) -> Iterator[Operator]:
     kubectl("apply", "--server-side", "-f", str(CRD))
     kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
     namespace = f"icee-op-it-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", namespace)
     # Pods are refused until the namespace's default service account exists.
     _until(lambda: kubectl("get", "sa", "default", "-n", namespace, check=False) != "", 30)
-    languages = tmp_path_factory.mktemp("languages") / "languages.yaml"
-    languages.write_text(DEFAULT_LANGUAGES_FILE.read_text() + BROKEN_LANGUAGE)
     env = {
         "ICEE_NAMESPACE": namespace,
         "ICEE_HEALTH_PORT": str(free_port()),
@@ -81,14 +80,34 @@ def operator(kubeconfig: str, process_logs: Path, tmp_path_factory: Any) -> Iter
         "ICEE_START_TIMEOUT_SECONDS": "60",
         "ICEE_IMAGE_PULL_POLICY": "Never",
         "ICEE_LANGUAGES_FILE": str(languages),
-    }
-    op = Operator(namespace, env, process_logs)
+    } | {f"ICEE_{key.upper()}": value for key, value in settings.items()}
+    op = Operator(namespace, env, logs)
     op.start()
     try:
         yield op
     finally:
         op.stop()
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def languages_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("languages") / "languages.yaml"
+    path.write_text(DEFAULT_LANGUAGES_FILE.read_text() + BROKEN_LANGUAGE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def operator(kubeconfig: str, process_logs: Path, languages_file: Path) -> Iterator[Operator]:
+    with operator_in_new_namespace(process_logs, languages_file) as op:
+        yield op
+
+
+@pytest.fixture(scope="module")
+def runc_operator(kubeconfig: str, process_logs: Path, languages_file: Path) -> Iterator[Operator]:
+    """Sandbox pods on plain runc: what must hold without gVisor too."""
+    with operator_in_new_namespace(process_logs, languages_file, runtime_class_name="runc") as op:
+        yield op
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -272,25 +291,56 @@ def test_memory_bomb_is_memory_limit_exceeded(operator: Operator) -> None:
     assert (final["phase"], final["reason"]) == ("Terminated", "MemoryLimitExceeded")
 
 
+THREADS_THEN_FORK = (
+    "import os, threading, time\n"
+    "n = 1\n"
+    "try:\n"
+    "    while True:\n"
+    "        threading.Thread(target=time.sleep, args=(60,), daemon=True).start(); n += 1\n"
+    "except RuntimeError:\n"
+    "    pass\n"
+    "try:\n"
+    "    os.fork()\n"
+    "    print('forked past the cap')\n"
+    "except BlockingIOError:\n"
+    "    print('tasks', n)\n"
+    "os._exit(0)\n"
+)
+
+
 def test_processes_and_threads_are_capped(operator: Operator) -> None:
-    code = (
-        "import os, threading, time\n"
-        "n = 1\n"
-        "try:\n"
-        "    while True:\n"
-        "        threading.Thread(target=time.sleep, args=(60,), daemon=True).start(); n += 1\n"
-        "except RuntimeError:\n"
-        "    pass\n"
-        "try:\n"
-        "    os.fork()\n"
-        "    print('forked past the cap')\n"
-        "except BlockingIOError:\n"
-        "    print('tasks', n)\n"
-        "os._exit(0)\n"
-    )
-    stdout, final = run(operator, code, limits={"pids": 16})
+    stdout, final = run(operator, THREADS_THEN_FORK, limits={"pids": 16})
     assert stdout == "tasks 16\n"
     assert final["reason"] == "Completed"
+
+
+def test_processes_and_threads_are_capped_under_runc_too(runc_operator: Operator) -> None:
+    stdout, final = run(runc_operator, THREADS_THEN_FORK, limits={"pids": 16})
+    assert stdout == "tasks 16\n"
+    assert final["reason"] == "Completed"
+
+
+FORK_BOMB = (
+    "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+)
+MEMORY_BOMB = "chunks = []\nwhile True:\n    chunks.append(bytearray(10**7))"
+
+
+@pytest.mark.parametrize("runtime", ["gvisor", "runc"])
+def test_bombs_end_their_own_session_only(
+    runtime: str, operator: Operator, runc_operator: Operator
+) -> None:
+    op = operator if runtime == "gvisor" else runc_operator
+    fork_bomb = create(op, FORK_BOMB, timeouts={"executionSeconds": 8})
+    memory_bomb = create(op, MEMORY_BOMB)
+    bombs = [attach(op, fork_bomb), attach(op, memory_bomb)]
+    time.sleep(2)  # both bombs going off
+    stdout, final = run(op, "print(sum(range(10**6)))")
+    assert (stdout, final["reason"]) == ("499999500000\n", "Completed")
+    assert wait_phase(op, memory_bomb, FINAL)["reason"] == "MemoryLimitExceeded"
+    assert wait_phase(op, fork_bomb, FINAL, timeout=30)["reason"] == "TimeLimitExceeded"
+    for bomb in bombs:
+        bomb.communicate(timeout=30)
 
 
 def test_unknown_language_is_invalid_spec(operator: Operator) -> None:

@@ -23,7 +23,7 @@ from icee_operator.settings import OperatorSettings
 from icee_operator.transitions import is_allowed, next_status
 
 SESSION_ID = "0b7c1f8e-3c1d-4e6a-9b2f-5d8e7a6c4b3a"
-UID = 26106  # 10000 + int(SESSION_ID hex) % 50000
+UID = 1266106  # 1_000_000 + int(SESSION_ID hex) % 1_000_000
 LANGUAGES = load_registry()
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -68,8 +68,6 @@ EXPECTED_PYTHON_POD: dict[str, Any] = {
         "hostname": "sandbox",
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumes": [
@@ -182,7 +180,7 @@ def test_each_session_gets_its_own_uid_in_the_range() -> None:
     assert sandbox_uid(SESSION_ID, config) == 20000 + int(SESSION_ID.replace("-", ""), 16) % 100
     other = "1b7c1f8e-3c1d-4e6a-9b2f-5d8e7a6c4b3b"
     assert sandbox_uid(other, settings()) != sandbox_uid(SESSION_ID, settings())
-    assert sandbox_uid(SESSION_ID, settings(sandbox_uid_count=1)) == 10000
+    assert sandbox_uid(SESSION_ID, settings(sandbox_uid_count=1)) == 1_000_000
 
 
 def test_configmap_holds_the_code_under_the_language_file_name() -> None:
