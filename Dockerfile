@@ -30,6 +30,10 @@ FROM ${BASE}
 LABEL org.opencontainers.image.title="icee" \
       org.opencontainers.image.description="Kubernetes-native interactive code execution engine" \
       org.opencontainers.image.licenses="Apache-2.0"
+# A named user: kopf and getpass look the uid up.
+RUN groupadd --system --gid 10001 icee \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin icee
 COPY --from=python /opt/icee /opt/icee
 COPY --from=ui /src/ui/dist /opt/icee/ui
 ENV PATH=/opt/icee/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
