@@ -6,6 +6,9 @@ export KUBECONFIG ?= /var/lib/icee-cluster/kubeconfig
 
 .PHONY: cluster cluster-down cluster-status images venv lint test test-unit bench up ui
 
+up:                 ## the whole system: cluster, icee image, helm install; prints the UI address
+	bash cluster/deploy-icee.sh
+
 cluster:            ## bring up the local single-node Kubernetes (gVisor included)
 	bash cluster/up.sh
 
@@ -35,7 +38,9 @@ test-unit: venv
 
 test: venv cluster ui  ## everything: lint, unit, integration and end-to-end tests on the local cluster
 	$(MAKE) lint
-	$(VENV)/bin/pytest tests -q
+	$(VENV)/bin/pytest tests -q --ignore=tests/lifecycle
+	# Last: these kill and rebuild the cluster.
+	$(VENV)/bin/pytest tests/lifecycle -q
 
 ui:                 ## build the browser UI bundle into ui/dist
 	@if [ -f ui/package.json ]; then cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build; fi

@@ -97,7 +97,7 @@ def test_install_brings_api_and_operator_up(release: Release) -> None:
     ready = {
         d["metadata"]["name"]: d["status"].get("readyReplicas", 0) for d in deployments["items"]
     }
-    assert ready == {f"{release.name}-api": 2, f"{release.name}-operator": 1}
+    assert ready == {f"{release.name}-api": 1, f"{release.name}-operator": 1}
 
 
 def test_interactive_session_through_the_in_cluster_api(release: Release) -> None:
