@@ -20,6 +20,10 @@ class Conflict(Exception):
     """The object changed since it was read (HTTP 409)."""
 
 
+class Gone(Exception):
+    """The object no longer exists (HTTP 404)."""
+
+
 class Kube:
     def __init__(self, api_client: Any, namespace: str) -> None:
         self._api_client = api_client
@@ -72,6 +76,8 @@ class Kube:
         except ApiException as error:
             if error.status == 409:
                 raise Conflict(name) from None
+            if error.status == 404:
+                raise Gone(name) from None
             raise
 
     async def delete_session(self, name: str) -> None:

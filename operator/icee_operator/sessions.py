@@ -19,7 +19,7 @@ from icee_core.models import CodeSessionSpec, CodeSessionStatus, Phase, Reason, 
 from pydantic import ValidationError
 
 from icee_operator.deadlines import Deadlines
-from icee_operator.kube import Conflict, Kube
+from icee_operator.kube import Conflict, Gone, Kube
 from icee_operator.observation import Observation, observe_pod, pod_lost
 from icee_operator.pods import build_configmap, build_pod
 from icee_operator.settings import OperatorSettings
@@ -78,6 +78,8 @@ async def advance(
         except Conflict:
             body = None
             continue
+        except Gone:
+            return None  # deleted between reading and writing
         logger.info("session %s: %s %s", name, new.phase, new.reason or "")
         status = new
         break
