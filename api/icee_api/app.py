@@ -13,6 +13,7 @@ from icee_api.kube import Cluster
 from icee_api.routes import languages, probes, sessions, stream, ui
 from icee_api.services import Services
 from icee_api.settings import Settings
+from icee_api.watches import Watches
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,16 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
         connected = cluster or await Cluster.connect(
             settings.kubeconfig, settings.namespace, settings.kube_max_connections
         )
-        services.connect(connected)
+        watches = Watches(connected)
+        watches.start()
+        services.connect(connected, watches)
         log.info(
             "icee api: namespace %s, %d languages", settings.namespace, len(services.languages)
         )
         try:
             yield
         finally:
+            await watches.stop()
             if own:
                 await connected.close()
 

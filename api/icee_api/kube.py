@@ -30,6 +30,10 @@ class KubeError(RuntimeError):
     """The Kubernetes API refused or failed a call the api needed (or was unreachable)."""
 
 
+class WatchExpired(KubeError):
+    """The resourceVersion a watch resumed from is too old (410 Gone): list again."""
+
+
 # What a call may raise when the API server is unreachable or goes away mid-response.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
@@ -205,33 +209,30 @@ class Cluster:
             return True
         return False
 
-    async def watch_session(self, session_id: str, seconds: float) -> AsyncIterator[dict[str, Any]]:
-        """The CodeSession as it is now, then each change, for at most ``seconds``."""
+    async def watch_sessions(
+        self, resource_version: str | None, seconds: float
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Every CodeSession in the namespace: (event type, object), for ``seconds``.
+
+        Without a resourceVersion the watch starts with ADDED for what exists now.
+        """
         call = self._custom.list_namespaced_custom_object(
             names.GROUP, names.VERSION, self.namespace, names.PLURAL,
-            field_selector=f"metadata.name={session_id}", watch=True,
-            timeout_seconds=max(1, int(seconds)), _preload_content=False,
-            _request_timeout=seconds + 10,
+            **_watch_args(resource_version, seconds),
         )  # fmt: skip
-        async for kind, obj in _watch(cast(Awaitable[aiohttp.ClientResponse], call)):
-            if kind != "DELETED":
-                yield obj
+        async for event in _watch(cast(Awaitable[aiohttp.ClientResponse], call)):
+            yield event
 
-    # -- Pod -----------------------------------------------------------------------
-
-    async def watch_pod(self, session_id: str, seconds: float) -> AsyncIterator[PodEvent]:
-        """The pod ``run-<id>``: its current state (if it exists), then each change."""
+    async def watch_pods(
+        self, resource_version: str | None, seconds: float
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Every sandbox pod in the namespace (label selector), like ``watch_sessions``."""
         call = self._core.list_namespaced_pod(
-            self.namespace, field_selector=f"metadata.name={names.pod_name(session_id)}",
-            watch=True, timeout_seconds=max(1, int(seconds)), _preload_content=False,
-            _request_timeout=seconds + 10,
+            self.namespace, label_selector=names.MANAGED_SELECTOR,
+            **_watch_args(resource_version, seconds),
         )  # fmt: skip
-        async for kind, obj in _watch(cast(Awaitable[aiohttp.ClientResponse], call)):
-            yield PodEvent(
-                deleted=kind == "DELETED",
-                phase=(obj.get("status") or {}).get("phase") or "",
-                container=container_state(obj, names.CONTAINER_NAME),
-            )
+        async for event in _watch(cast(Awaitable[aiohttp.ClientResponse], call)):
+            yield event
 
     async def read_log(self, session_id: str, limit_bytes: int) -> AsyncIterator[bytes]:
         """The container's log (stdout and stderr interleaved), in chunks."""
@@ -268,6 +269,19 @@ class Cluster:
         )
 
 
+def _watch_args(resource_version: str | None, seconds: float) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "watch": True,
+        "allow_watch_bookmarks": True,
+        "timeout_seconds": int(seconds),
+        "_preload_content": False,
+        "_request_timeout": seconds + 10,
+    }
+    if resource_version:
+        args["resource_version"] = resource_version
+    return args
+
+
 async def _watch(
     call: Awaitable[aiohttp.ClientResponse],
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -284,9 +298,9 @@ async def _watch(
             kind = event.get("type")
             obj = event.get("object") or {}
             if kind == "ERROR":
+                if obj.get("code") == 410:
+                    raise WatchExpired(str(obj.get("message")))
                 raise KubeError(f"watch failed: {obj.get('code')} {obj.get('message')}")
-            if kind == "BOOKMARK":
-                continue
             yield kind, obj
     finally:
         resp.release()

@@ -16,6 +16,7 @@ from icee_api.live import LiveSessions
 from icee_api.metrics import Metrics
 from icee_api.settings import Settings
 from icee_api.streaming import StreamTimeouts
+from icee_api.watches import Watches
 
 
 class NotConnected(RuntimeError):
@@ -28,6 +29,7 @@ class Services:
     languages: LanguageRegistry
     metrics: Metrics = field(default_factory=Metrics)
     _cluster: Cluster | None = None
+    _watches: Watches | None = None
     live: LiveSessions = field(init=False)
 
     def __post_init__(self) -> None:
@@ -39,8 +41,15 @@ class Services:
             raise NotConnected("not connected to the Kubernetes API")
         return self._cluster
 
-    def connect(self, cluster: Cluster) -> None:
+    @property
+    def watches(self) -> Watches:
+        if self._watches is None:
+            raise NotConnected("not connected to the Kubernetes API")
+        return self._watches
+
+    def connect(self, cluster: Cluster, watches: Watches) -> None:
         self._cluster = cluster
+        self._watches = watches
 
     async def _terminate(self, session_id: str, reason: str, message: str) -> bool:
         return await self.cluster.request_termination(session_id, reason, message)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from icee_core import names
-from icee_core.models import CodeSessionStatus, Limits, Phase, Reason, Timeouts
+from icee_core.models import Limits, Reason, Timeouts
 
 from icee_api import messages
 from icee_api.attach import AttachBuffers, AttachError, open_attach
@@ -30,10 +30,10 @@ from icee_api.live import LiveSessions
 from icee_api.messages import CloseCode
 from icee_api.metrics import Metrics
 from icee_api.session import Outcome, Session, State
+from icee_api.watches import Watches, outcome_of, status_of
 
 log = logging.getLogger(__name__)
 
-_REWATCH_DELAY = 0.5
 _STREAM_LIMITS = frozenset(
     {Reason.IDLE_TIMEOUT, Reason.OUTPUT_LIMIT_EXCEEDED, Reason.STDIN_LIMIT_EXCEEDED}
 )
@@ -44,19 +44,6 @@ class StreamTimeouts:
     start: float
     final_status: float
     termination: float
-
-
-def outcome_of(status: CodeSessionStatus) -> Outcome | None:
-    """The session's outcome if the operator recorded a final phase."""
-    if not status.is_final:
-        return None
-    state = State.FINISHED if status.phase is Phase.FINISHED else State.TERMINATED
-    reason = status.reason.value if status.reason is not None else ""
-    return Outcome(state, status.exit_code, reason, status.message or "")
-
-
-def status_of(obj: dict[str, Any]) -> CodeSessionStatus:
-    return CodeSessionStatus.model_validate(obj.get("status") or {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +62,7 @@ class SessionStream:
         client: ClientLink,
         cluster: Cluster,
         live: LiveSessions,
+        watches: Watches,
         metrics: Metrics,
         timeouts: StreamTimeouts,
         buffers: AttachBuffers,
@@ -83,6 +71,7 @@ class SessionStream:
         self._client = client
         self._cluster = cluster
         self._live = live
+        self._watches = watches
         self._metrics = metrics
         self._timeouts = timeouts
         self._buffers = buffers
@@ -158,19 +147,20 @@ class SessionStream:
         return None
 
     async def _container_started(self) -> _Started | Outcome | None:
-        while True:  # a watch that ends early or breaks is opened again; the caller times out
-            try:
-                async for event in self._cluster.watch_pod(self.id, self._timeouts.start):
-                    if event.deleted:
+        with self._watches.pods.subscribe(self.id) as pod:
+            existed = False
+            while True:
+                container = await pod.get()
+                if container is None:
+                    if existed:
                         # Deleted before it ran: the operator ended it; the status says why.
                         return await self._final_outcome(self._timeouts.final_status)
-                    if event.container.kind == "running":
-                        return _Started(running=True)
-                    if event.container.kind == "terminated":
-                        return _Started(running=False)
-            except KubeError as exc:
-                log.warning("session %s: pod watch: %s", self.id, exc)
-            await asyncio.sleep(_REWATCH_DELAY)
+                    continue  # not created yet
+                existed = True
+                if container.kind == "running":
+                    return _Started(running=True)
+                if container.kind == "terminated":
+                    return _Started(running=False)
 
     # -- running -------------------------------------------------------------------
 
@@ -242,17 +232,12 @@ class SessionStream:
             await self._client.send(messages.error("output truncated at the output limit"))
 
     async def _final_outcome(self, seconds: float) -> Outcome | None:
-        with contextlib.suppress(TimeoutError):
+        with self._watches.outcomes.subscribe(self.id) as status, contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                while True:  # a watch that ends early or breaks is opened again
-                    try:
-                        async for obj in self._cluster.watch_session(self.id, seconds):
-                            outcome = outcome_of(status_of(obj))
-                            if outcome is not None:
-                                return outcome
-                    except KubeError as exc:
-                        log.warning("session %s: codesession watch: %s", self.id, exc)
-                    await asyncio.sleep(_REWATCH_DELAY)
+                while True:
+                    outcome = await status.get()
+                    if outcome is not None:
+                        return outcome
         return None
 
     async def _finish_from_status(self) -> tuple[int, str]:

@@ -4,8 +4,9 @@ Only the api's own validation and mapping are checked here; everything that
 touches Kubernetes for real is in tests/integration (pytest -m cluster).
 """
 
+import asyncio
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,12 @@ class FakeCluster:
 
     async def check(self) -> None:
         return None
+
+    async def watch_pods(self, version: str | None, seconds: float) -> AsyncIterator[Any]:
+        await asyncio.Event().wait()
+        yield  # pragma: no cover
+
+    watch_sessions = watch_pods
 
     async def create_session(self, session_id: str, spec: Any) -> None:
         self.sessions[session_id] = {

@@ -25,7 +25,7 @@ from icee_api.deps import ServicesDep
 from icee_api.kube import KubeError
 from icee_api.services import Services
 from icee_api.session import State
-from icee_api.streaming import status_of
+from icee_api.watches import status_of
 
 router = APIRouter(tags=["sessions"])
 

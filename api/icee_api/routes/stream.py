@@ -92,6 +92,7 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
         client,
         services.cluster,
         services.live,
+        services.watches,
         services.metrics,
         services.stream_timeouts,
         services.attach_buffers,

@@ -1,0 +1,80 @@
+"""Shared bits of the benchmarks: percentiles, an api process, a session client."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, round(p / 100 * len(ordered) + 0.5 - 1e-9))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def report(name: str, seconds: list[float]) -> None:
+    ms = [s * 1000 for s in seconds]
+    print(
+        f"{name}: n={len(ms)} p50={percentile(ms, 50):.1f} ms p95={percentile(ms, 95):.1f} ms "
+        f"p99={percentile(ms, 99):.1f} ms min={min(ms):.1f} ms max={max(ms):.1f} ms"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_api(namespace: str, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``icee-api`` on a free port; returns the process and its base URL."""
+    port = free_port()
+    env = {**os.environ, "ICEE_NAMESPACE": namespace, "ICEE_PORT": str(port),
+           "ICEE_HOST": "127.0.0.1", "ICEE_LOG_LEVEL": "warning"}  # fmt: skip
+    env |= {f"ICEE_{k.upper()}": v for k, v in settings.items()}
+    proc = subprocess.Popen([str(BIN / "icee-api")], env=env)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit("icee-api did not become ready")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def create(http: httpx.AsyncClient, code: str, **extra: Any) -> str:
+    r = await http.post("/session", json={"language": "python", "code": code, **extra})
+    r.raise_for_status()
+    session_id: str = r.json()["sessionId"]
+    return session_id
+
+
+def ws_url(base: str, session_id: str) -> str:
+    return base.replace("http", "ws", 1) + f"/ws/session/{session_id}"
+
+
+def loads(raw: str | bytes) -> dict[str, Any]:
+    msg: dict[str, Any] = json.loads(raw)
+    return msg

@@ -1,0 +1,118 @@
+"""The shared watch feeds: newest value per session, delivered to its waiters."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from icee_api.kube import ContainerState, WatchExpired
+from icee_api.session import State
+from icee_api.watches import Latest, Watches
+
+SID = "0b8a0f8e-6f5e-4c4c-9d3a-0e1f2a3b4c5d"
+
+
+def pod(rv: str, state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"run-{SID}", "resourceVersion": rv},
+        "status": {"containerStatuses": [{"name": "program", "state": state}]},
+    }
+
+
+def codesession(rv: str, status: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": SID, "resourceVersion": rv}, "status": status}
+
+
+class ScriptedCluster:
+    """Plays watch events from queues; records the resourceVersions it was asked for."""
+
+    def __init__(self) -> None:
+        self.pod_events: asyncio.Queue[tuple[str, dict[str, Any]] | Exception] = asyncio.Queue()
+        self.session_events: asyncio.Queue[tuple[str, dict[str, Any]] | Exception] = asyncio.Queue()
+        self.pod_versions: list[str | None] = []
+
+    async def watch_pods(self, version: str | None, seconds: float) -> AsyncIterator[Any]:
+        self.pod_versions.append(version)
+        while True:
+            item = await self.pod_events.get()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    async def watch_sessions(self, version: str | None, seconds: float) -> AsyncIterator[Any]:
+        while True:
+            item = await self.session_events.get()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_latest_keeps_only_the_newest_value() -> None:
+    box: Latest[int] = Latest(None)
+    assert await box.get() is None
+    box.put(1)
+    box.put(2)
+    assert await box.get() == 2
+
+
+async def test_pod_feed_follows_the_container_until_deleted() -> None:
+    cluster = ScriptedCluster()
+    watches = Watches(cluster)  # type: ignore[arg-type]
+    watches.start()
+    try:
+        with watches.pods.subscribe(SID) as box:
+            assert await box.get() is None  # not created yet
+            cluster.pod_events.put_nowait(("ADDED", pod("1", {"waiting": {}})))
+            assert await box.get() == ContainerState("waiting")
+            cluster.pod_events.put_nowait(("MODIFIED", pod("2", {"running": {}})))
+            assert await box.get() == ContainerState("running")
+            cluster.pod_events.put_nowait(("DELETED", pod("3", {"running": {}})))
+            assert await box.get() is None
+        # A later subscriber starts from the cache.
+        cluster.pod_events.put_nowait(("ADDED", pod("4", {"running": {}})))
+        await settle()
+        with watches.pods.subscribe(SID) as box:
+            assert await box.get() == ContainerState("running")
+    finally:
+        await watches.stop()
+
+
+async def test_expired_watch_starts_over() -> None:
+    cluster = ScriptedCluster()
+    watches = Watches(cluster)  # type: ignore[arg-type]
+    watches.start()
+    try:
+        cluster.pod_events.put_nowait(("ADDED", pod("7", {"running": {}})))
+        cluster.pod_events.put_nowait(WatchExpired("too old"))
+        await settle()
+        assert cluster.pod_versions == [None, None]  # a 410 lists again from scratch
+        with watches.pods.subscribe(SID) as box:
+            assert await box.get() == ContainerState("running")  # the cache survives
+    finally:
+        await watches.stop()
+
+
+async def test_outcome_feed_reports_the_final_status() -> None:
+    cluster = ScriptedCluster()
+    watches = Watches(cluster)  # type: ignore[arg-type]
+    watches.start()
+    try:
+        with watches.outcomes.subscribe(SID) as box:
+            assert await box.get() is None
+            cluster.session_events.put_nowait(("MODIFIED", codesession("1", {"phase": "Running"})))
+            assert await box.get() is None  # not final
+            final = {"phase": "Terminated", "reason": "TimeLimitExceeded", "message": "2 min"}
+            cluster.session_events.put_nowait(("MODIFIED", codesession("2", final)))
+            outcome = await box.get()
+            assert outcome is not None
+            assert (outcome.state, outcome.reason, outcome.exit_code) == (
+                State.TERMINATED,
+                "TimeLimitExceeded",
+                None,
+            )
+    finally:
+        await watches.stop()
