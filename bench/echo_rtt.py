@@ -1,6 +1,6 @@
 """stdin -> stdout round trip through the api: one session echoing each line back.
 
-    python bench/echo_rtt.py --url http://127.0.0.1:8000 --rounds 200
+python bench/echo_rtt.py --url http://127.0.0.1:8000 --rounds 200
 """
 
 from __future__ import annotations

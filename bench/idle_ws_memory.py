@@ -4,11 +4,10 @@
 
 Starts its own ``icee-api``. A node cannot run 1,000 sandbox pods, so by default
 the sessions stay *pending*: no operator serves the namespace, their CodeSessions
-exist but no pod is ever made. A pending stream holds the client WebSocket plus
-two watches (pod and CodeSession) on the API server, which is more than a running
-one holds (the client WebSocket plus one attach WebSocket), so this bounds the cost
-of an idle session from above. With --running the sessions are real programs
-waiting for input (needs an operator serving the namespace; keep N small).
+exist but no pod is ever made; a pending stream holds the client WebSocket and a
+subscription to the api's shared watches. A running idle session also holds its
+attach WebSocket (TLS to the API server): measure that with --running and a small
+N (needs an operator serving the namespace).
 """
 
 from __future__ import annotations
@@ -49,6 +48,11 @@ def ensure_namespace(namespace: str) -> None:
                    capture_output=True, check=False)  # fmt: skip
 
 
+def delete_sessions(namespace: str) -> None:
+    subprocess.run(["kubectl", "delete", "codesessions", "--all", "-n", namespace,
+                    "--wait=false"], capture_output=True, check=False)  # fmt: skip
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--namespace", default="icee-bench")
@@ -56,9 +60,7 @@ async def main() -> None:
     parser.add_argument("--running", action="store_true")
     args = parser.parse_args()
     ensure_namespace(args.namespace)
-    proc, base = start_api(
-        args.namespace, start_timeout_seconds="3600", shutdown_grace_seconds="0"
-    )
+    proc, base = start_api(args.namespace, start_timeout_seconds="3600", shutdown_grace_seconds="0")
     try:
         async with contextlib.AsyncExitStack() as stack:
             opened: list[ClientConnection] = []
@@ -76,8 +78,7 @@ async def main() -> None:
         proc.terminate()
         proc.wait(60)
         if not args.running:
-            subprocess.run(["kubectl", "delete", "codesessions", "--all", "-n", args.namespace,
-                            "--wait=false"], capture_output=True, check=False)  # fmt: skip
+            delete_sessions(args.namespace)
 
 
 if __name__ == "__main__":
