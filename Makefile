@@ -44,7 +44,7 @@ test: venv cluster ui  ## everything: lint, unit, integration and end-to-end tes
 
 bench: venv cluster ## benchmarks on the local cluster: figures, not pass/fail
 	$(PY) bench/pod_start.py --runs 10
-	@for b in bench/first_output.py bench/echo_rtt.py bench/idle_ws_memory.py bench/languages.py; do \
+	@for b in bench/start_latency.py bench/echo_rtt.py bench/idle_ws_memory.py bench/languages.py; do \
 	  if [ -f $$b ]; then echo "== $$b"; $(PY) $$b || exit 1; fi; done
 
 ui:                 ## build the browser UI bundle into ui/dist

@@ -67,12 +67,12 @@ def free_port() -> int:
 def kubeconfig() -> str:
     path = os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG
     if not Path(path).exists():
-        pytest.skip(f"no kubeconfig at {path}: bring the cluster up (make cluster)")
+        pytest.fail(f"no kubeconfig at {path}: bring the cluster up (make cluster)")
     os.environ["KUBECONFIG"] = path
     try:
         kubectl("get", "--raw", "/readyz", timeout=10)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"the cluster does not answer: {exc}")
+        pytest.fail(f"the cluster does not answer: {exc}")
     return path
 
 
