@@ -1,21 +1,41 @@
-"""Fixtures for the browser end-to-end tests.
+"""Fixtures for the browser end-to-end tests (``pytest -m e2e tests/e2e``).
 
-They drive Debian's headless Chromium through Playwright against the real api
-(its base URL in ICEE_API_URL, e.g. http://127.0.0.1:8080/). Screenshots land in
-artifacts/screenshots/ at the repository root, one per checked state, plus one
-per failed test.
+They drive Debian's headless Chromium through Playwright against the real api;
+nothing is mocked. Which api:
+
+- ICEE_API_URL set (e.g. http://127.0.0.1:30080/ after ``make up``): that one,
+  with the UI it serves;
+- otherwise: an ``icee-api`` process serving this checkout's ``ui/dist`` (build it
+  with ``make ui``) plus an ``icee-operator``, both on the local cluster in
+  $KUBECONFIG, in a namespace of their own that is removed afterwards.
+
+Screenshots land in ``artifacts/screenshots/`` at the repository root: one per
+checked state, plus ``FAILED-<test>.png`` for each failed test.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+UI_DIST = REPO / "ui" / "dist"
+CRD = REPO / "charts" / "icee" / "crds" / "codesession.yaml"
+BIN = Path(sys.executable).parent
+DEFAULT_KUBECONFIG = "/var/lib/icee-cluster/kubeconfig"
 CHROMIUM = os.environ.get("ICEE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -26,23 +46,128 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
 ]
+
 _FAILED = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.when == "call":
         item.stash[_FAILED] = report.failed
     return report
 
 
+# ---- the api under test ------------------------------------------------------
+
+
+def _kubectl_path() -> str:
+    cached = sorted(Path.home().glob(".cache/icee/k8s-v*/bin/kubectl"))
+    return str(cached[-1]) if cached else (shutil.which("kubectl") or "kubectl")
+
+
+def kubectl(*args: str, check: bool = True) -> str:
+    proc = subprocess.run(
+        [_kubectl_path(), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _start(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    with (logs / f"{name}.log").open("wb") as out:
+        return subprocess.Popen(
+            [str(BIN / name)], env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"icee-api exited:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"icee-api not ready in 60 s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
 @pytest.fixture(scope="session")
-def api_url() -> str:
-    url = os.environ.get("ICEE_API_URL")
-    if not url:
-        pytest.skip("ICEE_API_URL is not set: the e2e tests need the api on the local cluster")
-    return url.rstrip("/") + "/"
+def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("ICEE_API_URL")
+    if given:
+        yield given.rstrip("/") + "/"
+        return
+    if not (UI_DIST / "index.html").is_file():
+        pytest.skip("ui/dist is not built (make ui), and ICEE_API_URL is not set")
+    os.environ.setdefault("KUBECONFIG", DEFAULT_KUBECONFIG)
+    if not Path(os.environ["KUBECONFIG"]).exists():
+        pytest.skip("no local cluster (make cluster), and ICEE_API_URL is not set")
+    try:
+        kubectl("get", "--raw", "/readyz")
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"the cluster does not answer: {exc}")
+    if not kubectl("get", "crd", "codesessions.icee.dev", check=False).strip():
+        kubectl("apply", "-f", str(CRD))
+        kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
+
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    namespace = f"icee-e2e-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", namespace)
+    port = _free_port()
+    operator = _start(
+        "icee-operator",
+        {"ICEE_NAMESPACE": namespace, "ICEE_HEALTH_PORT": str(_free_port())},
+        logs,
+    )
+    api = _start(
+        "icee-api",
+        {
+            "ICEE_NAMESPACE": namespace,
+            "ICEE_HOST": "127.0.0.1",
+            "ICEE_PORT": str(port),
+            "ICEE_UI_DIR": str(UI_DIST),
+        },
+        logs,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_ready(url, api, logs / "icee-api.log")
+        yield url
+    finally:
+        _stop(api)
+        # While the operator still runs, so it can remove its finalizers.
+        kubectl("delete", "codesessions", "--all", "-n", namespace, "--timeout=60s", check=False)
+        _stop(operator)
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+# ---- the browser -------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

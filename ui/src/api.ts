@@ -12,7 +12,13 @@ export type SessionState = "pending" | "running" | "waiting" | "finished" | "ter
 
 export type ServerMessage =
   | { type: "stdout" | "stderr"; data: string }
-  | { type: "state"; state: SessionState; exitCode?: number | null; reason?: string | null }
+  | {
+      type: "state";
+      state: SessionState;
+      exitCode?: number | null;
+      reason?: string | null;
+      message?: string | null; // with a final state: why it ended, for people
+    }
   | { type: "error"; message: string };
 
 export type ClientMessage =

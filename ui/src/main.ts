@@ -116,6 +116,7 @@ terminal.note("Type its input here: Enter sends a line, Ctrl+D ends the input.")
 function setState(state: UiState, exitCode?: number | null, reason?: string | null): void {
   ui.state.textContent = STATE_LABELS[state];
   ui.state.dataset.state = state;
+  delete ui.state.dataset.ok;
   if (exitCode !== undefined) ui.exitCode.textContent = exitCode === null ? "—" : String(exitCode);
   if (reason !== undefined) ui.reason.textContent = reason || "—";
   const active = current !== null && !current.ended;
@@ -204,7 +205,9 @@ async function loadLanguages(): Promise<void> {
   fillLanguages([{ id: language, displayName: language, version: "" }]);
   try {
     fillLanguages(await listLanguages());
+    ui.language.dataset.loaded = "true";
   } catch (error) {
+    ui.language.dataset.loaded = "failed";
     const why = error instanceof ApiError ? error.message : String(error);
     showMessage(`Could not load the list of languages: ${why}`);
     fillLanguages(Object.keys(STARTERS).map((id) => ({ id, displayName: id, version: "" })));
@@ -283,7 +286,7 @@ function handleMessage(run: Run, message: ServerMessage): void {
       break;
     case "state":
       if (message.state === "finished" || message.state === "terminated") {
-        finish(run, message.state, message.exitCode ?? null, message.reason ?? null);
+        finish(run, message.state, message.exitCode ?? null, message.reason ?? null, message.message);
       } else if (!run.ended) {
         setState(message.state);
       }
@@ -291,14 +294,23 @@ function handleMessage(run: Run, message: ServerMessage): void {
   }
 }
 
-function finish(run: Run, state: "finished" | "terminated", exitCode: number | null, reason: string | null): void {
+function finish(
+  run: Run,
+  state: "finished" | "terminated",
+  exitCode: number | null,
+  reason: string | null,
+  why?: string | null,
+): void {
   if (run.ended) return;
   run.ended = true;
   const elapsed = stopClock();
   terminal.dropPendingInput();
   setState(state, exitCode, reason);
+  ui.state.dataset.ok = String(state === "finished" && exitCode === 0);
   const code = exitCode === null ? "" : ` · exit code ${exitCode}`;
   terminal.note(`── ${state}${code}${reason ? ` · ${reason}` : ""} · ${elapsed} ──`);
+  // A limit or the server ended it: say why, unless an error message already did.
+  if (why && !ui.message.textContent?.includes(why)) showMessage(why, "info");
   run.ws?.close(1000);
 }
 
