@@ -36,13 +36,14 @@ lint: venv          ## ruff and mypy
 test-unit: venv
 	$(VENV)/bin/pytest tests/unit -q
 
-test: venv cluster ui  ## everything: lint, unit, integration and end-to-end tests on the local cluster
+test: venv ui        ## everything: lint, unit, integration and end-to-end tests on the local cluster
 	$(MAKE) lint
-	$(VENV)/bin/pytest tests -q --ignore=tests/lifecycle
+	bash cluster/deploy-icee.sh
+	ICEE_API_URL=http://127.0.0.1:30080/ $(VENV)/bin/pytest tests -q --ignore=tests/lifecycle
 	# Last: these kill and rebuild the cluster.
 	$(VENV)/bin/pytest tests/lifecycle -q
 
-bench: venv cluster ## benchmarks on the local cluster: figures, not pass/fail
+bench: venv         ## benchmarks on the local cluster: figures, not pass/fail
 	$(PY) bench/pod_start.py --runs 10
 	@for b in bench/start_latency.py bench/echo_rtt.py bench/idle_ws_memory.py bench/languages.py; do \
 	  if [ -f $$b ]; then echo "== $$b"; $(PY) $$b || exit 1; fi; done
