@@ -172,8 +172,10 @@ def test_api_error_is_shown(page: Page, screenshots: Path) -> None:
     page.screenshot(path=screenshots / "error.png")
 
 
-def test_keyboard_only(page: Page) -> None:
+def test_keyboard_only(page: Page, screenshots: Path) -> None:
     """Tab order: language, Run, Reset, editor; Escape then Tab leaves the editor."""
+    expect_state(page, "idle")
+    page.screenshot(path=screenshots / "idle.png")
     page.locator("body").click(position={"x": 5, "y": 5})
     order = []
     for _ in range(4):
