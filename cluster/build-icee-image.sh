@@ -26,7 +26,10 @@ if [[ ! -f "$archive" ]]; then
     fi
   done < <("$here/images.sh" base-python base-node)
   log "building $image with buildah (cold: a few minutes; layers are cached)"
+  # RUN steps see this machine's CA bundle (package registries may sit behind
+  # a TLS-inspecting proxy here); it is mounted, never copied into the image.
   "${bah[@]}" bud --isolation chroot --layers --pull-never -q \
+    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
     --build-arg BASE=localhost/icee/base-python:3.11 --build-arg NODE_BASE=localhost/icee/base-node:20 \
     -f "$repo/Dockerfile" -t "localhost/$image" "$repo" >/dev/null
   "${bah[@]}" push -q "localhost/$image" "oci-archive:$archive.tmp:docker.io/$image" >/dev/null

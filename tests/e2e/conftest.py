@@ -124,14 +124,14 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield given.rstrip("/") + "/"
         return
     if not (UI_DIST / "index.html").is_file():
-        pytest.skip("ui/dist is not built (make ui), and ICEE_API_URL is not set")
+        pytest.fail("ui/dist is not built (make ui), and ICEE_API_URL is not set")
     os.environ.setdefault("KUBECONFIG", DEFAULT_KUBECONFIG)
     if not Path(os.environ["KUBECONFIG"]).exists():
-        pytest.skip("no local cluster (make cluster), and ICEE_API_URL is not set")
+        pytest.fail("no local cluster (make cluster), and ICEE_API_URL is not set")
     try:
         kubectl("get", "--raw", "/readyz")
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"the cluster does not answer: {exc}")
+        pytest.fail(f"the cluster does not answer: {exc}")
     if not kubectl("get", "crd", "codesessions.icee.dev", check=False).strip():
         kubectl("apply", "-f", str(CRD))
         kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
