@@ -24,8 +24,9 @@ def run() -> None:
     kopf.run(
         clusterwide=False,
         namespaces=[settings.namespace],
-        # One replica; no KopfPeering objects needed.
-        standalone=True,
+        # One replica needs no KopfPeering object; several elect an active one through it.
+        standalone=settings.peering is None,
+        peering_name=settings.peering,
         liveness_endpoint=liveness,
         memo=kopf.Memo(settings=settings, languages=languages),
     )

@@ -44,10 +44,14 @@ class OperatorSettings(BaseSettings):
     # How long an ended CodeSession stays readable before the operator deletes it.
     retention_seconds: float = Field(default=300, ge=0)
 
+    # With more than one replica, the KopfPeering object (in the sandbox namespace)
+    # through which kopf keeps exactly one of them active; None: standalone.
+    peering: str | None = None
+
     # kopf's liveness endpoint (/healthz); 0 disables it.
     health_port: int = Field(default=8080, ge=0, le=65535)
 
-    @field_validator("runtime_class_name")
+    @field_validator("runtime_class_name", "peering")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
