@@ -35,6 +35,10 @@ if [[ ! -f "$archive" ]]; then
   "${bah[@]}" push -q "localhost/$image" "oci-archive:$archive.tmp:docker.io/$image" >/dev/null
   mv "$archive.tmp" "$archive"
   find "$ICEE_CACHE/images" -maxdepth 1 -name 'icee-*.tar' ! -path "$archive" -delete
+  # Older builds' images and dangling layers would only fill the disk.
+  "${bah[@]}" images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/icee/icee:' | grep -vx "localhost/$image" \
+    | xargs -r "${bah[@]}" rmi >/dev/null 2>&1 || true
+  "${bah[@]}" rmi --prune >/dev/null 2>&1 || true
   log "built $image in $((SECONDS - start)) s ($(du -m "$archive" | cut -f1) MB archive)"
 fi
 

@@ -13,6 +13,8 @@ recipes=("$@")
 ((${#recipes[@]})) || recipes=($(cd "$here/images" && ls *.recipe | sed 's/\.recipe$//'))
 out_dir="$ICEE_CACHE/images"
 mkdir -p "$out_dir"
+# Roots of builds that died mid-way (an hour is far longer than any build).
+find "$out_dir" -maxdepth 1 -name '.root-*' -mmin +60 -exec rm -rf {} + 2>/dev/null || true
 
 for r in "${recipes[@]}"; do
   recipe="$here/images/$r.recipe"
@@ -20,36 +22,14 @@ for r in "${recipes[@]}"; do
   # shellcheck disable=SC1090
   ( unset IMAGE KIND SUITE PACKAGES EXTRA_PACKAGES SOURCE ENTRYPOINT USER ENV IMPORT
     . "$recipe"
-    key="$(cat "$recipe" "$here/oci_image.py" "$here/images.sh" ${SOURCE:+"$here/images/$SOURCE"} | sha256sum | cut -c1-16)"
+    # What decides an image's content: its recipe, the root builder, the packer.
+    key="$(cat "$recipe" "$here/build-root.sh" "$here/oci_image.py" ${SOURCE:+"$here/images/$SOURCE"} | sha256sum | cut -c1-16)"
     archive="$out_dir/$r-$key.tar"
     if [[ ! -f "$archive" ]]; then
       start=$SECONDS
       root="$(mktemp -d "$out_dir/.root-$r.XXXX")"
       trap 'rm -rf "$root"' EXIT
-      case "$KIND" in
-        static)
-          cc -static -Os -s -o "$root/${ENTRYPOINT#/}" "$here/images/$SOURCE" ;;
-        debootstrap)
-          log "debootstrap $SUITE + $PACKAGES for $IMAGE"
-          debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$(debian_mirror)" \
-            > "$out_dir/$r.debootstrap.log" 2>&1 || die "debootstrap failed, see $out_dir/$r.debootstrap.log"
-          if [[ -n "${EXTRA_PACKAGES:-}" ]]; then
-            # Packages whose maintainer scripts need a complete system (npm).
-            mount -t proc proc "$root/proc"
-            trap 'umount "$root/proc" 2>/dev/null; rm -rf "$root"' EXIT
-            { chroot "$root" apt-get update -q && DEBIAN_FRONTEND=noninteractive chroot "$root" \
-                apt-get install -y -q --no-install-recommends ${EXTRA_PACKAGES//,/ }; } \
-              >> "$out_dir/$r.debootstrap.log" 2>&1 || die "installing $EXTRA_PACKAGES failed, see $out_dir/$r.debootstrap.log"
-            umount "$root/proc"
-          fi
-          # Small and reproducible: no caches, docs, logs or machine identity.
-          rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/log/* \
-            "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
-            "$root"/usr/share/locale/* "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old \
-            "$root"/var/cache/ldconfig/aux-cache "$root"/etc/machine-id "$root"/root/.bash_history "$root"/tmp/*
-          mkdir -p "$root/workspace" "$root/icee/src" ;;
-        *) die "$recipe: unknown KIND '$KIND'" ;;
-      esac
+      "$here/build-root.sh" "$recipe" "$root" "$out_dir/$r.build.log"
       args=(--user "${USER:-65532:65532}")
       [[ -n "${ENTRYPOINT:-}" ]] && args+=(--entrypoint "$ENTRYPOINT")
       for e in ${ENV:-}; do args+=(--env "$e"); done
