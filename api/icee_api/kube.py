@@ -1,33 +1,49 @@
 """Kubernetes access for the api: the CodeSession resource, its pod, logs, attach.
 
-The api only ever creates CodeSessions, reads them and their pods, and patches
+A small REST client of our own on one ``aiohttp`` session: the api makes a handful
+of calls and reads every object as the JSON dict the API server sends, so a
+generated client (and its ~45 MB of model classes) would buy nothing. The api only
+ever creates CodeSessions, reads them and their pods, and patches
 ``spec.termination``; the operator owns status and pod deletion (docs/design.md).
-Watches are read as raw JSON lines into dicts: no model deserialisation and no
-extra client per watch, since one runs for every starting session.
+
+Errors, all from one place (:class:`KubeError`)::
+
+    KubeError          the API server refused a call (``status`` set) or was unreachable
+     └── WatchExpired  a watch's resourceVersion is too old (410 Gone): list again
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, cast
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from typing import Any, Literal
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from icee_core import names
 from icee_core.models import FINAL_PHASES, CodeSessionSpec, codesession_manifest
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
+
+from icee_api import kubeconfig
+from icee_api.kubeconfig import KubeConfig, TokenSource
 
 log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+# A watch event is one JSON line; etcd caps an object at 1.5 MiB, escaping may double it.
+MAX_WATCH_LINE = 8 << 20
+_CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 
 
 class KubeError(RuntimeError):
     """The Kubernetes API refused or failed a call the api needed (or was unreachable)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class WatchExpired(KubeError):
@@ -38,10 +54,66 @@ class WatchExpired(KubeError):
 _TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        return f"{exc.status} {exc.reason}"
-    return f"{type(exc).__name__}: {exc}"
+# -- pure parts: paths, query strings, objects ------------------------------------------
+
+
+def codesessions_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{quote(namespace)}/{names.PLURAL}"
+    return f"{path}/{quote(name)}" if name else path
+
+
+def pods_path(namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{quote(namespace)}/pods"
+    if name:
+        path += f"/{quote(name)}"
+        if sub:
+            path += f"/{sub}"
+    return path
+
+
+def watch_query(
+    resource_version: str | None, seconds: float, label_selector: str | None = None
+) -> dict[str, str]:
+    query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(int(seconds))}
+    if resource_version:
+        query["resourceVersion"] = resource_version
+    if label_selector:
+        query["labelSelector"] = label_selector
+    return query
+
+
+def attach_url(host: str, namespace: str, pod: str, container: str) -> str:
+    scheme, netloc, base, _, _ = urlsplit(host)
+    ws_scheme = {"https": "wss", "http": "ws"}[scheme]
+    query = urlencode({"container": container, "stdin": "true", "stdout": "true", "stderr": "true"})
+    path = f"{base.rstrip('/')}{pods_path(namespace, pod, 'attach')}"
+    return urlunsplit((ws_scheme, netloc, path, query, ""))
+
+
+def status_message(status: int, body: bytes) -> str:
+    """``<code> <reason>: <message>`` from a ``kind: Status`` error body (or its text)."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict) and obj.get("kind") == "Status":
+        return f"{status} {obj.get('reason') or ''}: {obj.get('message') or ''}".strip(": ")
+    text = body.decode("utf-8", "replace").strip()[:300]
+    return f"{status} {text}" if text else str(status)
+
+
+def watch_event(line: bytes) -> tuple[str, dict[str, Any]] | None:
+    """One watch line as (type, object); raises on an ERROR event; None for a blank line."""
+    if not line.strip():
+        return None
+    event = json.loads(line)
+    kind = str(event.get("type"))
+    obj = event.get("object") or {}
+    if kind == "ERROR":
+        if obj.get("code") == 410:
+            raise WatchExpired(str(obj.get("message")), 410)
+        raise KubeError(f"watch failed: {obj.get('code')} {obj.get('message')}", obj.get("code"))
+    return kind, obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +125,7 @@ class ContainerState:
     exit_code: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PodEvent:
-    deleted: bool
-    phase: str
-    container: ContainerState
-
-
-def container_state(pod: dict[str, Any], container: str) -> ContainerState:
+def container_state(pod: Mapping[str, Any], container: str) -> ContainerState:
     """Pure reading of ``status.containerStatuses`` for one container."""
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
         if status.get("name") != container:
@@ -86,93 +151,189 @@ class AttachTarget:
     server_hostname: str | None
 
 
-def attach_url(host: str, namespace: str, pod: str, container: str) -> str:
-    scheme, netloc, base, _, _ = urlsplit(host)
-    ws_scheme = {"https": "wss", "http": "ws"}[scheme]
-    query = urlencode({"container": container, "stdin": "true", "stdout": "true", "stderr": "true"})
-    path = f"{base.rstrip('/')}/api/v1/namespaces/{namespace}/pods/{pod}/attach"
-    return urlunsplit((ws_scheme, netloc, path, query, ""))
+# -- the client -------------------------------------------------------------------------
 
 
-def ssl_context(cfg: client.Configuration) -> ssl.SSLContext | None:
-    """The TLS settings of the loaded kube config as an SSLContext for ``websockets``."""
-    if not str(cfg.host).startswith("https"):
-        return None
-    ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
-    if cfg.cert_file:
-        ctx.load_cert_chain(cfg.cert_file, keyfile=cfg.key_file)
-    if not cfg.verify_ssl:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+class KubeClient:
+    """JSON over HTTP to one API server, on one connection pool and one TLS context."""
+
+    def __init__(self, cfg: KubeConfig, max_connections: int = 100) -> None:
+        self.config = cfg
+        # Built once and shared by the pool and every attach WebSocket.
+        self.ssl = kubeconfig.ssl_context(cfg)
+        self._token = TokenSource(cfg)
+        self._http: aiohttp.ClientSession | None = None
+        self._max_connections = max_connections
+
+    def _session(self) -> aiohttp.ClientSession:
+        # Made on first use, inside the running loop (aiohttp binds to it).
+        if self._http is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, ssl=self.ssl if self.ssl is not None else True
+            )
+            self._http = aiohttp.ClientSession(
+                connector=connector, timeout=_CALL_TIMEOUT, raise_for_status=False
+            )
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        auth = self._token.authorization()
+        if auth:
+            headers["Authorization"] = auth
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    @asynccontextmanager
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        client_timeout: aiohttp.ClientTimeout | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A response with a 2xx status, its body unread; KubeError for anything else."""
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        try:
+            resp = await self._session().request(
+                method,
+                self.config.server + path,
+                params=query,
+                data=data,
+                headers=self.headers(content_type if data is not None else None),
+                timeout=client_timeout or _CALL_TIMEOUT,
+                server_hostname=self.config.tls_server_name,
+            )
+        except _TRANSPORT_ERRORS as exc:
+            raise KubeError(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            if resp.status >= 400:
+                try:
+                    detail = await resp.content.read(64 << 10)
+                except _TRANSPORT_ERRORS:
+                    detail = b""
+                raise KubeError(status_message(resp.status, detail), resp.status)
+            yield resp
+        finally:
+            resp.release()
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """One request, its JSON response as a dict."""
+        async with self.open(method, path, **kwargs) as resp:
+            try:
+                raw = await resp.read()
+            except _TRANSPORT_ERRORS as exc:
+                raise KubeError(f"response cut off: {type(exc).__name__}: {exc}") from exc
+        obj = json.loads(raw) if raw else {}
+        if not isinstance(obj, dict):
+            raise KubeError(f"{method} {path}: expected a JSON object")
+        return obj
+
+    async def watch(
+        self, path: str, query: Mapping[str, str], seconds: float
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Watch events (type, object) from a ``watch=true`` list, read as raw JSON lines."""
+        timeout = aiohttp.ClientTimeout(total=seconds + 10, sock_connect=10)
+        async with self.open("GET", path, query=query, client_timeout=timeout) as resp:
+            async for line in _lines(resp, MAX_WATCH_LINE):
+                event = watch_event(line)
+                if event is not None:
+                    yield event
+
+    async def stream(
+        self, path: str, query: Mapping[str, str], seconds: float
+    ) -> AsyncIterator[bytes]:
+        """A response body in chunks as they arrive (a pod log)."""
+        timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=10)
+        async with self.open("GET", path, query=query, client_timeout=timeout) as resp:
+            try:
+                async for chunk in resp.content.iter_any():
+                    yield chunk
+            except _TRANSPORT_ERRORS as exc:
+                raise KubeError(f"cut off: {type(exc).__name__}: {exc}") from exc
 
 
-async def load_configuration(kubeconfig: str | None, max_connections: int) -> client.Configuration:
-    """In-cluster service account if there is one, else the kubeconfig."""
-    cfg = client.Configuration()
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-    else:
-        path = kubeconfig or os.environ.get("KUBECONFIG") or None
-        await config.load_kube_config(
-            config_file=path, client_configuration=cfg, persist_config=False
-        )
-    cfg.connection_pool_maxsize = max_connections
-    return cfg
+async def _lines(resp: aiohttp.ClientResponse, max_line: int) -> AsyncIterator[bytes]:
+    """Newline-separated lines of a body (aiohttp's readline caps lines at 128 KiB)."""
+    buf = bytearray()
+    try:
+        async for chunk in resp.content.iter_any():
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                if buf:
+                    buf += chunk[start:end]
+                    yield bytes(buf)
+                    buf.clear()
+                else:
+                    yield chunk[start:end]
+                start = end + 1
+            buf += chunk[start:]
+            if len(buf) > max_line:
+                raise KubeError(f"watch event over {max_line} bytes")
+    except _TRANSPORT_ERRORS as exc:
+        raise KubeError(f"watch cut off: {type(exc).__name__}: {exc}") from exc
+    if buf:
+        yield bytes(buf)
 
 
 class Cluster:
     """The Kubernetes calls the api makes, bound to one namespace."""
 
-    def __init__(self, cfg: client.Configuration, namespace: str) -> None:
+    def __init__(self, kube: KubeClient, namespace: str) -> None:
         self.namespace = namespace
-        self._cfg = cfg
-        self._api = client.ApiClient(cfg)
-        self._core = client.CoreV1Api(self._api)
-        self._custom = client.CustomObjectsApi(self._api)
-        # Built once: loading CA and client cert per attach would cost memory and time.
-        self._ssl = ssl_context(cfg)
+        self.kube = kube
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None, namespace: str, max_connections: int) -> Cluster:
-        return cls(await load_configuration(kubeconfig, max_connections), namespace)
+    async def connect(
+        cls, kubeconfig_path: str | None, namespace: str, max_connections: int
+    ) -> Cluster:
+        try:
+            cfg = kubeconfig.load(kubeconfig_path)
+        except kubeconfig.KubeConfigError as exc:
+            raise KubeError(str(exc)) from exc
+        return cls(KubeClient(cfg, max_connections), namespace)
 
     async def close(self) -> None:
-        await self._api.close()
+        await self.kube.close()
 
     # -- CodeSession -------------------------------------------------------------------
 
     async def check(self) -> None:
         """Can we reach the API server and read CodeSessions? (readiness)"""
+        timeout = aiohttp.ClientTimeout(total=5)
         try:
-            await self._custom.list_namespaced_custom_object(
-                names.GROUP, names.VERSION, self.namespace, names.PLURAL,
-                limit=1, _request_timeout=5,
-            )  # fmt: skip
-        except (ApiException, *_TRANSPORT_ERRORS) as exc:
-            raise KubeError(f"cannot list codesessions: {_describe(exc)}") from exc
+            await self.kube.call(
+                "GET",
+                codesessions_path(self.namespace),
+                query={"limit": "1"},
+                client_timeout=timeout,
+            )
+        except KubeError as exc:
+            raise KubeError(f"cannot list codesessions: {exc}", exc.status) from exc
 
     async def create_session(self, session_id: str, spec: CodeSessionSpec) -> None:
         body = codesession_manifest(session_id, spec, self.namespace)
         try:
-            await self._custom.create_namespaced_custom_object(
-                names.GROUP, names.VERSION, self.namespace, names.PLURAL, body
-            )
-        except (ApiException, *_TRANSPORT_ERRORS) as exc:
-            raise KubeError(f"cannot create the CodeSession: {_describe(exc)}") from exc
+            await self.kube.call("POST", codesessions_path(self.namespace), body=body)
+        except KubeError as exc:
+            raise KubeError(f"cannot create the CodeSession: {exc}", exc.status) from exc
 
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         try:
-            obj: dict[str, Any] = await self._custom.get_namespaced_custom_object(
-                names.GROUP, names.VERSION, self.namespace, names.PLURAL, session_id
-            )
-        except ApiException as exc:
+            return await self.kube.call("GET", codesessions_path(self.namespace, session_id))
+        except KubeError as exc:
             if exc.status == 404:
                 return None
-            raise KubeError(f"cannot read the CodeSession: {_describe(exc)}") from exc
-        except _TRANSPORT_ERRORS as exc:
-            raise KubeError(f"cannot read the CodeSession: {_describe(exc)}") from exc
-        return obj
+            raise KubeError(f"cannot read the CodeSession: {exc}", exc.status) from exc
 
     async def request_termination(self, session_id: str, reason: str, message: str) -> bool:
         """Ask the operator to end the session; the first reason written wins.
@@ -193,122 +354,52 @@ class Cluster:
                 "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
                 "spec": {"termination": {"reason": reason, "message": message}},
             }
+            path = codesessions_path(self.namespace, session_id)
             try:
-                await self._custom.patch_namespaced_custom_object(
-                    names.GROUP, names.VERSION, self.namespace, names.PLURAL,
-                    session_id, patch, _content_type="application/merge-patch+json",
-                )  # type: ignore[call-arg]  # fmt: skip
-            except ApiException as exc:
+                await self.kube.call("PATCH", path, body=patch, content_type=MERGE_PATCH)
+            except KubeError as exc:
                 if exc.status == 409:
                     continue
                 if exc.status == 404:
                     return False
-                raise KubeError(f"cannot patch the CodeSession: {_describe(exc)}") from exc
-            except _TRANSPORT_ERRORS as exc:
-                raise KubeError(f"cannot patch the CodeSession: {_describe(exc)}") from exc
+                raise KubeError(f"cannot patch the CodeSession: {exc}", exc.status) from exc
             return True
         return False
 
-    async def watch_sessions(
+    def watch_sessions(
         self, resource_version: str | None, seconds: float
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Every CodeSession in the namespace: (event type, object), for ``seconds``.
 
         Without a resourceVersion the watch starts with ADDED for what exists now.
         """
-        call = self._custom.list_namespaced_custom_object(
-            names.GROUP, names.VERSION, self.namespace, names.PLURAL,
-            **_watch_args(resource_version, seconds),
-        )  # fmt: skip
-        async for event in _watch(cast(Awaitable[aiohttp.ClientResponse], call)):
-            yield event
+        query = watch_query(resource_version, seconds)
+        return self.kube.watch(codesessions_path(self.namespace), query, seconds)
 
-    async def watch_pods(
+    def watch_pods(
         self, resource_version: str | None, seconds: float
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Every sandbox pod in the namespace (label selector), like ``watch_sessions``."""
-        call = self._core.list_namespaced_pod(
-            self.namespace, label_selector=names.MANAGED_SELECTOR,
-            **_watch_args(resource_version, seconds),
-        )  # fmt: skip
-        async for event in _watch(cast(Awaitable[aiohttp.ClientResponse], call)):
-            yield event
+        query = watch_query(resource_version, seconds, names.MANAGED_SELECTOR)
+        return self.kube.watch(pods_path(self.namespace), query, seconds)
 
     async def read_log(self, session_id: str, limit_bytes: int) -> AsyncIterator[bytes]:
         """The container's log (stdout and stderr interleaved), in chunks."""
+        query = {"container": names.CONTAINER_NAME, "limitBytes": str(limit_bytes)}
+        path = pods_path(self.namespace, names.pod_name(session_id), "log")
         try:
-            resp: aiohttp.ClientResponse = await self._core.read_namespaced_pod_log(  # type: ignore[assignment]
-                names.pod_name(session_id), self.namespace, container=names.CONTAINER_NAME,
-                limit_bytes=limit_bytes, _preload_content=False, _request_timeout=60,
-            )  # fmt: skip
-        except (ApiException, *_TRANSPORT_ERRORS) as exc:
-            raise KubeError(f"cannot read the pod log: {_describe(exc)}") from exc
-        try:
-            async for chunk in resp.content.iter_any():
+            async for chunk in self.kube.stream(path, query, 60):
                 yield chunk
-        except _TRANSPORT_ERRORS as exc:
-            raise KubeError(f"pod log cut off: {_describe(exc)}") from exc
-        finally:
-            resp.release()
+        except KubeError as exc:
+            raise KubeError(f"cannot read the pod log: {exc}", exc.status) from exc
 
-    async def attach_target(self, session_id: str) -> AttachTarget:
-        headers: dict[str, str] = {}
-        token = await self._cfg.get_api_key_with_prefix("BearerToken")
-        if token:
-            headers["Authorization"] = token
+    def attach_target(self, session_id: str) -> AttachTarget:
+        cfg = self.kube.config
         return AttachTarget(
             url=attach_url(
-                str(self._cfg.host),
-                self.namespace,
-                names.pod_name(session_id),
-                names.CONTAINER_NAME,
+                cfg.server, self.namespace, names.pod_name(session_id), names.CONTAINER_NAME
             ),
-            headers=headers,
-            ssl=self._ssl,
-            server_hostname=self._cfg.tls_server_name,
+            headers={k: v for k, v in self.kube.headers().items() if k == "Authorization"},
+            ssl=self.kube.ssl,
+            server_hostname=cfg.tls_server_name,
         )
-
-
-def _watch_args(resource_version: str | None, seconds: float) -> dict[str, Any]:
-    args: dict[str, Any] = {
-        "watch": True,
-        "allow_watch_bookmarks": True,
-        "timeout_seconds": int(seconds),
-        "_preload_content": False,
-        "_request_timeout": seconds + 10,
-    }
-    if resource_version:
-        args["resource_version"] = resource_version
-    return args
-
-
-async def _watch(
-    call: Awaitable[aiohttp.ClientResponse],
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """Raw watch events (type, object) from a ``watch=True`` list call."""
-    try:
-        resp = await call
-    except (ApiException, *_TRANSPORT_ERRORS) as exc:
-        raise KubeError(f"cannot watch: {_describe(exc)}") from exc
-    try:
-        async for line in _lines(resp):
-            if not line.strip():
-                continue
-            event = json.loads(line)
-            kind = event.get("type")
-            obj = event.get("object") or {}
-            if kind == "ERROR":
-                if obj.get("code") == 410:
-                    raise WatchExpired(str(obj.get("message")))
-                raise KubeError(f"watch failed: {obj.get('code')} {obj.get('message')}")
-            yield kind, obj
-    finally:
-        resp.release()
-
-
-async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    try:
-        async for line in resp.content:
-            yield line
-    except _TRANSPORT_ERRORS as exc:
-        raise KubeError(f"watch cut off: {_describe(exc)}") from exc

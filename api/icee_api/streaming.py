@@ -165,7 +165,7 @@ class SessionStream:
     # -- running -------------------------------------------------------------------
 
     async def _attach_and_bridge(self, limits: Limits, timeouts: Timeouts) -> BridgeEnd:
-        target = await self._cluster.attach_target(self.id)
+        target = self._cluster.attach_target(self.id)
         try:
             async with open_attach(target, self._buffers) as attach:
                 await attach.send_stdin(names.HOLD_RELEASE_BYTE)
