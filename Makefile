@@ -39,7 +39,9 @@ test-unit: venv
 test: venv ui        ## everything: lint, unit, integration and end-to-end tests on the local cluster
 	$(MAKE) lint
 	bash cluster/deploy-icee.sh
-	ICEE_API_URL=http://127.0.0.1:30080/ $(VENV)/bin/pytest tests -q --ignore=tests/lifecycle
+	$(VENV)/bin/pytest tests/unit tests/integration -q
+	# Apart: sync Playwright and pytest-asyncio do not share a process well.
+	ICEE_API_URL=http://127.0.0.1:30080/ $(VENV)/bin/pytest tests/e2e -q
 	# Last: these kill and rebuild the cluster.
 	$(VENV)/bin/pytest tests/lifecycle -q
 
