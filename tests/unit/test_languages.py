@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from icee_core.languages import (
     load_registry,
     parse_registry,
 )
+from icee_operator.pods import sandbox_script
 
 MINIMAL = """
 languages:
@@ -26,12 +28,14 @@ languages:
 
 def test_shipped_registry_serves_the_spec_languages() -> None:
     registry = load_registry()
-    assert registry.ids == ["python", "javascript", "java", "cpp"]
+    assert registry.ids == ["python", "javascript", "java", "cpp", "ruby"]
     assert [(lang.display_name, lang.version, lang.image) for lang in registry] == [
         ("Python", "3.11", "icee/sandbox-python:3.11"),
         ("JavaScript (Node.js)", "20", "icee/sandbox-node:20"),
         ("Java (OpenJDK)", "21", "icee/sandbox-java:21"),
         ("C++ (GCC)", "14 (C++20)", "icee/sandbox-cpp:14"),
+        # The fifth: only this entry and cluster/images/ruby.recipe.
+        ("Ruby", "3.3", "icee/sandbox-ruby:3.3"),
     ]
 
 
@@ -39,6 +43,27 @@ def test_shipped_commands_do_not_buffer_prompts() -> None:
     registry = load_registry()
     assert registry.get("python").run == "python3 -u main.py"
     assert registry.get("cpp").run.startswith("stdbuf -oL ")
+    # Ruby buffers stdout itself; the run command makes it synchronous first.
+    assert "$stdout.sync = $stderr.sync = true" in registry.get("ruby").run
+
+
+def test_every_shipped_image_has_a_recipe() -> None:
+    recipes = Path(__file__).resolve().parents[2] / "cluster" / "images"
+    built = {
+        line.removeprefix("IMAGE=")
+        for recipe in recipes.glob("*.recipe")
+        for line in recipe.read_text().splitlines()
+        if line.startswith("IMAGE=")
+    }
+    assert {lang.image for lang in load_registry()} <= built
+
+
+@pytest.mark.parametrize("language", load_registry().ids)
+def test_shipped_sandbox_scripts_are_valid_sh(language: str) -> None:
+    # The run command is pasted into the sandbox's /bin/sh script (quotes and all).
+    script = sandbox_script(load_registry().get(language), pids=32)
+    checked = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_shipped_compiled_languages_compile() -> None:
