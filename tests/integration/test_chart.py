@@ -6,6 +6,7 @@ uninstall that leaves nothing behind. Nothing is mocked.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -24,8 +25,14 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "icee"
 
 
+# helm and kubectl talk to the local cluster unless told otherwise.
+ENV = {**os.environ, "KUBECONFIG": os.environ.get("KUBECONFIG", "/var/lib/icee-cluster/kubeconfig")}
+
+
 def run(*argv: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, check=False, env=ENV
+    )
     if check:
         assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -164,7 +171,7 @@ def test_upgrade_ends_running_sessions_with_a_reason_and_peers_operators(
             [helm, "upgrade", release.name, str(CHART), "-n", release.namespace,
              "--reuse-values", "--set", "api.shutdownGraceSeconds=3",
              "--set", "operator.replicas=2", "--wait", "--timeout", "5m"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
         )  # fmt: skip
         for raw in ws:
             message = json.loads(raw)
