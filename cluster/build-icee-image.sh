@@ -11,7 +11,7 @@ repo="$(cd "$here/.." && pwd)"
 require_root
 command -v buildah >/dev/null || die "buildah is not installed: apt-get install buildah"
 
-tag="$(cd "$repo" && cat Dockerfile pyproject.toml ui/package.json ui/package-lock.json \
+tag="$(cd "$repo" && cat Dockerfile .dockerignore pyproject.toml ui/package.json ui/package-lock.json \
   $(git ls-files core api operator ui | grep -v '^ui/dist' | sort) | sha256sum | cut -c1-12)"
 image="icee/icee:$ICEE_VERSION-$tag"
 archive="$ICEE_CACHE/images/icee-$tag.tar"
