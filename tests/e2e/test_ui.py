@@ -23,6 +23,7 @@ GREETINGS = {
     "javascript": "Hello from JavaScript!",
     "java": "Hello from Java!",
     "cpp": "Hello from C++!",
+    "ruby": "Hello from Ruby!",
 }
 
 INTERACTIVE_PYTHON = """\
@@ -93,7 +94,7 @@ def terminal_has_focus(page: Page) -> bool:
 # ---- tests -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("language", ["python", "javascript", "java", "cpp"])
+@pytest.mark.parametrize("language", sorted(GREETINGS))
 def test_starter_program(page: Page, screenshots: Path, language: str) -> None:
     pick_language(page, language)
     page.get_by_test_id("run").click()

@@ -46,6 +46,13 @@ int main() {
     std::cout << "Bye!" << std::endl;
 }
 `,
+  ruby: `puts "Hello from Ruby!"
+puts "Type a line and press Enter; Ctrl-D ends the input."
+$stdin.each_line do |line|
+  puts "You typed: #{line.chomp}"
+end
+puts "Bye!"
+`,
 };
 
 export function starterFor(language: string): string {
