@@ -33,6 +33,19 @@ class AttachError(RuntimeError):
         self.status = status
 
 
+class AttachRefused(AttachError):
+    """The API server took the WebSocket, then the kubelet refused the attach.
+
+    The API server (1.30+) upgrades the client's WebSocket before it connects to
+    the kubelet; a kubelet that does not see the container running answers on the
+    error channel ("unable to upgrade connection: container ... not found") before
+    any output. Nothing sent on such a stream reached the program.
+    """
+
+
+_REFUSED = "unable to upgrade connection"
+
+
 @dataclass(frozen=True, slots=True)
 class AttachBuffers:
     max_frame_bytes: int = 1 << 20
@@ -66,10 +79,21 @@ class AttachStream:
             raise AttachClosed(str(exc)) from exc
 
     async def frames(self) -> AsyncIterator[Frame]:
-        """Frames until the remote end closes (the container exited or the pod went away)."""
+        """Frames until the remote end closes (the container exited or the pod went away).
+
+        Raises AttachRefused if the kubelet refused the attach (see there).
+        """
+        output_seen = False
         try:
             async for message in self._ws:
-                yield channel.decode(message)
+                frame = channel.decode(message)
+                if frame.channel is Channel.ERROR and not output_seen:
+                    status = channel.parse_status(frame.data)
+                    if not status.success and _REFUSED in status.message:
+                        raise AttachRefused(f"attach refused: {status.message}")
+                elif frame.data:
+                    output_seen = True
+                yield frame
         except ConnectionClosed:
             return
 

@@ -71,14 +71,29 @@ def pods_path(namespace: str, name: str | None = None, sub: str | None = None) -
     return path
 
 
+def events_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{quote(namespace)}/events"
+
+
+# The kubelet's "Started" event: StartContainer returned, the container runs. It is
+# posted at once, while the pod status says running only after the kubelet's next
+# relist (PLEG, every second) and a status write.
+STARTED_EVENTS = "involvedObject.kind=Pod,reason=Started"
+
+
 def watch_query(
-    resource_version: str | None, seconds: float, label_selector: str | None = None
+    resource_version: str | None,
+    seconds: float,
+    label_selector: str | None = None,
+    field_selector: str | None = None,
 ) -> dict[str, str]:
     query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(int(seconds))}
     if resource_version:
         query["resourceVersion"] = resource_version
     if label_selector:
         query["labelSelector"] = label_selector
+    if field_selector:
+        query["fieldSelector"] = field_selector
     return query
 
 
@@ -382,6 +397,13 @@ class Cluster:
         """Every sandbox pod in the namespace (label selector), like ``watch_sessions``."""
         query = watch_query(resource_version, seconds, names.MANAGED_SELECTOR)
         return self.kube.watch(pods_path(self.namespace), query, seconds)
+
+    def watch_started(
+        self, resource_version: str | None, seconds: float
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The kubelet's "Started" events for pods in the namespace, like ``watch_sessions``."""
+        query = watch_query(resource_version, seconds, field_selector=STARTED_EVENTS)
+        return self.kube.watch(events_path(self.namespace), query, seconds)
 
     async def read_log(self, session_id: str, limit_bytes: int) -> AsyncIterator[bytes]:
         """The container's log (stdout and stderr interleaved), in chunks."""

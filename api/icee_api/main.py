@@ -56,6 +56,7 @@ def run() -> None:
         port=settings.port,
         log_level=settings.log_level,
         ws_max_size=settings.max_client_frame_bytes,
+        ws_per_message_deflate=settings.ws_compression,
         timeout_graceful_shutdown=5,
         proxy_headers=True,
     )

@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     namespace: str = names.DEFAULT_NAMESPACE
     # None: in-cluster service account if present, else $KUBECONFIG / ~/.kube/config.
     kubeconfig: str | None = None
-    kube_max_connections: Annotated[int, Field(ge=1)] = 1024
+    # HTTP connections to the API server (two are the shared watches; attach
+    # WebSockets are separate). Each idle pooled TLS connection holds buffers.
+    kube_max_connections: Annotated[int, Field(ge=4)] = 64
     languages_file: Path | None = None
     ui_dir: Path = Path("ui/dist")
 
@@ -34,6 +36,9 @@ class Settings(BaseSettings):
     max_request_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
     # One client WebSocket frame; stdin is also capped per session (limits.stdinBytes).
     max_client_frame_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024
+    # permessage-deflate on client WebSockets: ~45 KiB of zlib state per socket, for
+    # little gain on short JSON frames; off unless the clients sit behind a slow link.
+    ws_compression: bool = False
 
     # From WebSocket open to the container running (image start, scheduling).
     start_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0

@@ -47,10 +47,32 @@ class StreamTimeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class Opening:
+    """What a stream needs from the CodeSession it serves (not the whole object)."""
+
+    limits: Limits
+    timeouts: Timeouts
+    outcome: Outcome | None
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> Opening:
+        spec = obj.get("spec") or {}
+        return cls(
+            limits=Limits.model_validate(spec.get("limits") or {}),
+            timeouts=Timeouts.model_validate(spec.get("timeouts") or {}),
+            outcome=outcome_of(status_of(obj)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class _Started:
-    """The container is running (attach) or already terminated (replay its log)."""
+    """The container is running (attach) or already terminated (replay its log).
+
+    ``early``: known from the kubelet's Started event, before the pod status says so.
+    """
 
     running: bool
+    early: bool = False
 
 
 class SessionStream:
@@ -89,13 +111,10 @@ class SessionStream:
         elif not self.session.ended and self.session.request_termination(reason, message):
             await self._ask_operator(reason, message)
 
-    async def run(self, obj: dict[str, Any]) -> tuple[int, str]:
+    async def run(self, opening: Opening) -> tuple[int, str]:
         """Stream the session; returns the close code and reason for the client."""
-        spec = obj.get("spec") or {}
-        limits = Limits.model_validate(spec.get("limits") or {})
-        timeouts = Timeouts.model_validate(spec.get("timeouts") or {})
+        limits, timeouts, outcome = opening.limits, opening.timeouts, opening.outcome
         try:
-            outcome = outcome_of(status_of(obj))
             if outcome is not None:
                 await self._replay_log(limits.output_bytes)
                 return await self._finish(outcome)
@@ -111,7 +130,7 @@ class SessionStream:
                 await self._client.send(messages.error("the session did not start in time"))
                 return await self._finish_from_status()
             if started.running:
-                end = await self._attach_and_bridge(limits, timeouts)
+                end = await self._attach_and_bridge(limits, timeouts, started.early)
                 if end is BridgeEnd.CLIENT_GONE:
                     return CloseCode.NORMAL, "client gone"
                 if end is BridgeEnd.STUCK:
@@ -129,73 +148,93 @@ class SessionStream:
 
     # -- pending -------------------------------------------------------------------
 
-    async def _wait_for_start(self) -> _Started | Outcome | None:
-        pod = asyncio.create_task(self._container_started())
-        final = asyncio.create_task(self._final_outcome(self._timeouts.start))
-        try:
-            done, _ = await asyncio.wait(
-                {pod, final}, timeout=self._timeouts.start, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for task in (pod, final):
-                task.cancel()
-            await asyncio.gather(pod, final, return_exceptions=True)
-        if final in done and final.result() is not None:
-            return final.result()
-        if pod in done:
-            return pod.result()
-        return None
+    async def _wait_for_start(self, events: bool = True) -> _Started | Outcome | None:
+        """Until the container runs or ended, the session ended, or the start timeout.
 
-    async def _container_started(self) -> _Started | Outcome | None:
-        with self._watches.pods.subscribe(self.id) as pod:
-            existed = False
-            while True:
-                container = await pod.get()
-                if container is None:
-                    if existed:
-                        # Deleted before it ran: the operator ended it; the status says why.
-                        return await self._final_outcome(self._timeouts.final_status)
-                    continue  # not created yet
-                existed = True
-                if container.kind == "running":
-                    return _Started(running=True)
-                if container.kind == "terminated":
-                    return _Started(running=False)
+        One wait on the shared feeds (pod status, CodeSession, and with ``events`` the
+        kubelet's Started event), woken by any of them: no task, timer or poll per
+        waiting session besides the timeout.
+        """
+        changed = asyncio.Event()
+        w = self._watches
+        existed = deleted = False
+        with (
+            w.pods.subscribe(self.id, changed) as pod,
+            w.outcomes.subscribe(self.id, changed) as status,
+            w.started.subscribe(self.id, changed if events else None) as event,
+            contextlib.suppress(TimeoutError),
+        ):
+            async with asyncio.timeout(self._timeouts.start):
+                while True:
+                    await changed.wait()
+                    changed.clear()
+                    if status.value is not None:
+                        return status.value
+                    container = pod.value
+                    if container is not None and container.kind == "terminated":
+                        return _Started(running=False)
+                    if container is not None and container.kind == "running":
+                        return _Started(running=True)
+                    if events and event.value:
+                        return _Started(running=True, early=True)
+                    if container is not None:
+                        existed = True
+                    elif existed:
+                        deleted = True  # before it ran: the operator ended it
+                        break
+        if deleted:
+            return await self._final_outcome(self._timeouts.final_status)
+        return None
 
     # -- running -------------------------------------------------------------------
 
-    async def _attach_and_bridge(self, limits: Limits, timeouts: Timeouts) -> BridgeEnd:
-        target = self._cluster.attach_target(self.id)
+    async def _attach_and_bridge(
+        self, limits: Limits, timeouts: Timeouts, early: bool
+    ) -> BridgeEnd:
         try:
-            async with open_attach(target, self._buffers) as attach:
-                await attach.send_stdin(names.HOLD_RELEASE_BYTE)
+            return await self._bridge_through_attach(limits, timeouts)
+        except AttachError as exc:
+            self._bridge = None
+            if early:
+                # Attached on the Started event and the kubelet did not agree (yet):
+                # nothing reached the program. Wait for the pod status instead.
+                log.info("early attach %s refused (%s); waiting for the pod status", self.id, exc)
+                started = await self._wait_for_start(events=False)
+                if isinstance(started, _Started) and started.running:
+                    return await self._attach_and_bridge(limits, timeouts, early=False)
+            else:
+                # The container may have ended between the watch and attach: read its log.
+                self._metrics.attach_failures.inc()
+                log.info("attach %s failed: %s", self.id, exc)
+            await self._replay_log(limits.output_bytes)
+            return BridgeEnd.PROGRAM_ENDED
+
+    async def _bridge_through_attach(self, limits: Limits, timeouts: Timeouts) -> BridgeEnd:
+        target = self._cluster.attach_target(self.id)
+        async with open_attach(target, self._buffers) as attach:
+            await attach.send_stdin(names.HOLD_RELEASE_BYTE)
+            if self.session.state is State.PENDING:
                 self.session.start()
                 self._metrics.session_start.observe(time.monotonic() - self._since)
                 await self._client.send(messages.state(State.RUNNING))
-                bridge = Bridge(
-                    self.session,
-                    self._client,
-                    attach,
-                    StreamLimits(
-                        output_bytes=limits.output_bytes,
-                        stdin_bytes=limits.stdin_bytes,
-                        idle_seconds=timeouts.idle_seconds,
-                        termination_timeout=self._timeouts.termination,
-                    ),
-                    self._ask_operator,
-                    self._count_output,
-                )
-                self._bridge = bridge
-                end = await bridge.run()
-                if end is BridgeEnd.CLIENT_GONE:
-                    await bridge.request_termination(Reason.CLIENT_GONE, "the client disconnected")
-                return end
-        except AttachError as exc:
-            # The container may have ended between the watch and attach: read its log.
-            self._metrics.attach_failures.inc()
-            log.info("attach %s failed: %s", self.id, exc)
-            await self._replay_log(limits.output_bytes)
-            return BridgeEnd.PROGRAM_ENDED
+            bridge = Bridge(
+                self.session,
+                self._client,
+                attach,
+                StreamLimits(
+                    output_bytes=limits.output_bytes,
+                    stdin_bytes=limits.stdin_bytes,
+                    idle_seconds=timeouts.idle_seconds,
+                    termination_timeout=self._timeouts.termination,
+                ),
+                self._ask_operator,
+                self._count_output,
+            )
+            self._bridge = bridge
+            end = await bridge.run()
+            if end is BridgeEnd.CLIENT_GONE:
+                await bridge.request_termination(Reason.CLIENT_GONE, "the client disconnected")
+            return end
 
     def _count_output(self, stream: str, size: int) -> None:
         self._metrics.output_bytes.labels(stream).inc(size)

@@ -38,6 +38,7 @@ class FakeCluster:
         yield  # pragma: no cover
 
     watch_sessions = watch_pods
+    watch_started = watch_pods
 
     async def create_session(self, session_id: str, spec: Any) -> None:
         self.sessions[session_id] = {

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from icee_api.attach import AttachBuffers, open_attach
+from icee_api.attach import AttachBuffers, AttachRefused, open_attach
 from icee_api.channel import Channel, Frame
 from icee_api.kube import (
     Cluster,
@@ -35,6 +35,7 @@ from icee_core.models import CodeSessionSpec
 
 NS = "sandbox"
 SID = "0b8a0f8e-6f5e-4c4c-9d3a-0e1f2a3b4c5d"
+REFUSED = "1b8a0f8e-6f5e-4c4c-9d3a-0e1f2a3b4c5d"
 
 
 # -- pure parts --------------------------------------------------------------------------
@@ -205,7 +206,19 @@ class FakeApiServer:
         self._record(request)
         ws = web.WebSocketResponse(protocols=["v5.channel.k8s.io"])
         await ws.prepare(request)
-        await ws.send_bytes(b"\x01hi\n")
+        await ws.send_bytes(b"\x01")  # the API server's "stream ready"
+        if request.match_info["name"] == f"run-{REFUSED}":
+            # What the API server relays when the kubelet does not find the container.
+            status = {
+                "status": "Failure",
+                "reason": "InternalError",
+                "message": "Internal error occurred: unable to upgrade connection: "
+                "container program not found in pod run-x_sandbox",
+            }
+            await ws.send_bytes(b"\x03" + json.dumps(status).encode())
+        else:
+            await ws.send_bytes(b"\x01hi\n")
+            await ws.send_bytes(b'\x03{"status":"Success"}')
         await ws.close()
         return ws
 
@@ -322,7 +335,19 @@ async def test_attach_target_shares_one_tls_context(served: Served) -> None:
     async with open_attach(a, AttachBuffers(open_timeout=5)) as attach:
         assert attach.can_close_stdin
         frames = [frame async for frame in attach.frames()]
-    assert frames == [Frame(Channel.STDOUT, b"hi\n")]
+    assert frames == [
+        Frame(Channel.STDOUT, b""),
+        Frame(Channel.STDOUT, b"hi\n"),
+        Frame(Channel.ERROR, b'{"status":"Success"}'),
+    ]
+
+
+async def test_attach_refused_by_the_kubelet(served: Served) -> None:
+    async with open_attach(
+        served.cluster.attach_target(REFUSED), AttachBuffers(open_timeout=5)
+    ) as attach:
+        with pytest.raises(AttachRefused, match="container program not found"):
+            _ = [frame async for frame in attach.frames()]
 
 
 def test_ssl_context_from_memory_leaves_no_key_file(pki: Pki) -> None:

@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from icee_api.kube import ContainerState, WatchExpired
+from icee_api.kube import ContainerState, KubeError, WatchExpired
 from icee_api.session import State
 from icee_api.watches import Latest, Watches
 
@@ -28,7 +28,9 @@ class ScriptedCluster:
     def __init__(self) -> None:
         self.pod_events: asyncio.Queue[tuple[str, dict[str, Any]] | Exception] = asyncio.Queue()
         self.session_events: asyncio.Queue[tuple[str, dict[str, Any]] | Exception] = asyncio.Queue()
+        self.started_events: asyncio.Queue[tuple[str, dict[str, Any]] | Exception] = asyncio.Queue()
         self.pod_versions: list[str | None] = []
+        self.started_watches = 0
 
     async def watch_pods(self, version: str | None, seconds: float) -> AsyncIterator[Any]:
         self.pod_versions.append(version)
@@ -44,6 +46,19 @@ class ScriptedCluster:
             if isinstance(item, Exception):
                 raise item
             yield item
+
+    async def watch_started(self, version: str | None, seconds: float) -> AsyncIterator[Any]:
+        self.started_watches += 1
+        while True:
+            item = await self.started_events.get()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+
+def started(rv: str, container: str = "program", name: str = f"run-{SID}") -> dict[str, Any]:
+    involved = {"kind": "Pod", "name": name, "fieldPath": f"spec.containers{{{container}}}"}
+    return {"metadata": {"resourceVersion": rv}, "reason": "Started", "involvedObject": involved}
 
 
 async def settle() -> None:
@@ -114,5 +129,68 @@ async def test_outcome_feed_reports_the_final_status() -> None:
                 "TimeLimitExceeded",
                 None,
             )
+    finally:
+        await watches.stop()
+
+
+async def test_started_event_feed_until_the_pod_is_deleted() -> None:
+    cluster = ScriptedCluster()
+    watches = Watches(cluster)  # type: ignore[arg-type]
+    watches.start()
+    try:
+        changed = asyncio.Event()
+        with watches.started.subscribe(SID, changed) as box:
+            cluster.started_events.put_nowait(("ADDED", started("1", container="other")))
+            cluster.started_events.put_nowait(("ADDED", started("2", name="run-not-a-session")))
+            await settle()
+            assert box.value is None  # not the sandbox container of a session
+            cluster.started_events.put_nowait(("ADDED", started("3")))
+            await asyncio.wait_for(changed.wait(), 1)
+            assert box.value is True
+        # The pod's deletion drops the cached event (events outlive pods by an hour).
+        cluster.pod_events.put_nowait(("ADDED", pod("4", {"running": {}})))
+        cluster.pod_events.put_nowait(("DELETED", pod("5", {"running": {}})))
+        await settle()
+        with watches.started.subscribe(SID) as box:
+            assert box.value is None
+    finally:
+        await watches.stop()
+
+
+async def test_one_event_wakes_a_waiter_of_several_feeds() -> None:
+    cluster = ScriptedCluster()
+    watches = Watches(cluster)  # type: ignore[arg-type]
+    watches.start()
+    try:
+        changed = asyncio.Event()
+        with (
+            watches.pods.subscribe(SID, changed) as pod_box,
+            watches.outcomes.subscribe(SID, changed) as outcome_box,
+        ):
+            await changed.wait()  # set once on subscribing: read the current values
+            changed.clear()
+            cluster.session_events.put_nowait(("MODIFIED", codesession("1", {"phase": "Running"})))
+            await asyncio.wait_for(changed.wait(), 1)
+            changed.clear()
+            cluster.pod_events.put_nowait(("ADDED", pod("2", {"running": {}})))
+            await asyncio.wait_for(changed.wait(), 1)
+            assert pod_box.value == ContainerState("running")
+            assert outcome_box.value is None
+    finally:
+        await watches.stop()
+
+
+async def test_started_feed_stops_without_rbac() -> None:
+    cluster = ScriptedCluster()
+    watches = Watches(cluster)  # type: ignore[arg-type]
+    watches.start()
+    try:
+        cluster.started_events.put_nowait(KubeError("403 Forbidden: events", 403))
+        await settle()
+        assert cluster.started_watches == 1  # not retried
+        cluster.pod_events.put_nowait(("ADDED", pod("1", {"running": {}})))
+        await settle()
+        with watches.pods.subscribe(SID) as box:
+            assert box.value == ContainerState("running")  # the others go on
     finally:
         await watches.stop()

@@ -18,7 +18,7 @@ from icee_api.deps import ServicesDep
 from icee_api.kube import KubeError
 from icee_api.messages import CloseCode
 from icee_api.services import Services
-from icee_api.streaming import SessionStream
+from icee_api.streaming import Opening, SessionStream
 
 router = APIRouter(tags=["stream"])
 log = logging.getLogger(__name__)
@@ -87,6 +87,8 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
         return CloseCode.TRY_AGAIN_LATER, "kubernetes unavailable"
     if obj is None:
         return CloseCode.NOT_FOUND, "no such session"
+    opening = Opening.of(obj)
+    del obj  # a few KiB (managedFields, code) per idle client otherwise
     stream = SessionStream(
         session_id,
         client,
@@ -101,7 +103,7 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
         return CloseCode.ALREADY_ATTACHED, "session already has a client"
     services.metrics.active_streams.inc()
     try:
-        return await stream.run(obj)
+        return await stream.run(opening)
     except Exception:
         log.exception("session %s: stream failed", session_id)
         await _send_quietly(client, messages.error("internal error; the session is being ended"))
