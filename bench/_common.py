@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,51 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+KUBECTL = str(Path(__file__).resolve().parents[1] / "cluster" / "kubectl")
+
+
+def kubectl(*args: str) -> str:
+    return subprocess.run([KUBECTL, *args], capture_output=True, text=True, check=False).stdout
+
+
+def load_average() -> str:
+    """The 1-minute load average and the core count, to print next to every figure."""
+    return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
+@contextlib.contextmanager
+def bench_namespace(operator_env: dict[str, str] | None = None) -> Iterator[str]:
+    """A namespace of our own (deleted afterwards); with ``operator_env`` an operator
+    (with those extra settings) serves it."""
+    namespace = f"icee-bench-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    operator = None
+    if operator_env is not None:
+        env = {**os.environ, **operator_env, "ICEE_NAMESPACE": namespace,
+               "ICEE_HEALTH_PORT": str(free_port())}  # fmt: skip
+        operator = subprocess.Popen(
+            [str(BIN / "icee-operator")], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        yield namespace
+    finally:
+        kubectl("delete", "codesessions", "--all", "-n", namespace, "--wait=false")
+        if operator is not None:
+            stop(operator)
+        kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def start_api(namespace: str, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
