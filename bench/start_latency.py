@@ -53,8 +53,9 @@ STEPS = [
     ("pod_added", "Pod created by the operator"),
     ("scheduled", "Pod bound to the node"),
     ("creating", "container status: waiting (ContainerCreating)"),
-    ("running", "container status: running"),
+    ("started", "kubelet's Started event (StartContainer returned)"),
     ("attached", "api: attach open, program released ('running' frame)"),
+    ("running", "container status: running (kubelet relist; the api no longer waits for it)"),
     ("first", "first stdout byte"),
 ]
 
@@ -81,6 +82,11 @@ class Observer:
                 if kind in ("ADDED", "MODIFIED"):
                     on(obj)
 
+    def _on_event(self, obj: dict[str, Any]) -> None:
+        sid = names.session_id_from_pod_name((obj.get("involvedObject") or {}).get("name") or "")
+        if sid is not None:
+            self.mark(sid, "started")
+
     def _on_session(self, obj: dict[str, Any]) -> None:
         self.mark(obj["metadata"]["name"], "cs_seen")
 
@@ -102,6 +108,7 @@ class Observer:
         tasks = [
             asyncio.create_task(self._follow(self._cluster.watch_sessions, self._on_session)),
             asyncio.create_task(self._follow(self._cluster.watch_pods, self._on_pod)),
+            asyncio.create_task(self._follow(self._cluster.watch_started, self._on_event)),
         ]
         await asyncio.sleep(0.5)  # the watches are open
         try:
@@ -141,6 +148,9 @@ def timeline(runs: list[dict[str, float]]) -> None:
         at = statistics.median(values)
         print(f"  {at:7.0f}  (+{at - previous:5.0f})  {label}")
         previous = at
+    print("slowest runs (ms):")
+    for r in sorted(runs, key=lambda r: r.get("first", 1e9))[-3:]:
+        print("  " + " ".join(f"{k}={r[k] * 1000:.0f}" for k, _ in STEPS if k in r))
 
 
 async def bench(base: str, namespace: str, runs: int) -> None:
