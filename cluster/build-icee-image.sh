@@ -43,7 +43,7 @@ if [[ ! -f "$archive" ]]; then
 fi
 
 ctr=("$(node_prefix)/usr/bin/ctr" --address "$ICEE_RUN/containerd/containerd.sock" -n k8s.io)
-if ! "${ctr[@]}" images ls -q | grep -qx "docker.io/$image"; then
+if ! grep -qx "docker.io/$image" <<<"$("${ctr[@]}" images ls -q)"; then
   "${ctr[@]}" images import "$archive" >/dev/null || die "importing $archive failed (is the cluster up?)"
   log "imported $image"
 fi

@@ -49,8 +49,12 @@ done
 for v in $(ip -o link show master cni0 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do ip link del "$v" 2>/dev/null; done
 ip link del cni0 2>/dev/null
 for t in iptables ip6tables; do
-  if command -v "$t-save" >/dev/null && "$t-save" 2>/dev/null | grep -qE 'KUBE-|CNI-'; then
-    "$t-save" | grep -vE -- '(-j|:)(KUBE|CNI)-|KUBE-|CNI-' | "$t-restore" 2>/dev/null || log "could not clean $t rules"
+  command -v "$t-save" >/dev/null || continue
+  # (Saved first: grep -q would cut iptables-save short, and pipefail would
+  # then take the match for a failure.)
+  rules="$("$t-save" 2>/dev/null)"
+  if grep -qE 'KUBE-|CNI-' <<<"$rules"; then
+    grep -vE 'KUBE-|CNI-' <<<"$rules" | "$t-restore" 2>/dev/null || log "could not clean $t rules"
   fi
 done
 

@@ -75,7 +75,7 @@ running() {
   p="$(cat "$ICEE_RUN/$1.pid" 2>/dev/null)" && [[ -n "$p" ]] || return 1
   state="$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" || return 1
   [[ -n "$state" && "$state" != Z && "$state" != X ]] || return 1
-  tr '\0' ' ' < "/proc/$p/cmdline" | grep -q -- "$1"
+  grep -q -- "$1" <<<"$(tr '\0' ' ' < "/proc/$p/cmdline")"
 }
 
 # wait_for WHAT SECONDS CMD...: retry CMD until it succeeds, or fail saying which.
@@ -102,7 +102,8 @@ import_images() {
   local image archive
   while read -r image archive; do
     local stamp="$stamps/$(basename "$archive")"
-    if [[ ! -f "$stamp" ]] || ! "$ctr" --address "$ICEE_RUN/containerd/containerd.sock" -n k8s.io images ls -q | grep -qx "$(full_image_name "$image")"; then
+    if [[ ! -f "$stamp" ]] || ! grep -qx "$(full_image_name "$image")" \
+        <<<"$("$ctr" --address "$ICEE_RUN/containerd/containerd.sock" -n k8s.io images ls -q)"; then
       "$ctr" --address "$ICEE_RUN/containerd/containerd.sock" -n k8s.io images import --no-unpack=false "$archive" >/dev/null \
         || die "importing $archive into containerd failed"
       touch "$stamp"
