@@ -115,6 +115,9 @@ async def open_attach(target: AttachTarget, buffers: AttachBuffers) -> AsyncIter
             max_size=buffers.max_frame_bytes,
             max_queue=buffers.max_queue,
             write_limit=buffers.write_limit,
+            # No keepalive task per session: the idle timeout (30 s) and the CodeSession
+            # watch already notice a session that went quiet or away.
+            ping_interval=None,
         )
     except InvalidStatus as exc:
         status = exc.response.status_code
