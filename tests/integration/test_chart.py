@@ -151,57 +151,6 @@ def test_helm_test_runs_a_session(helm: str, release: Release) -> None:
     assert re.search(r"Phase:\s+Succeeded", result.stdout), result.stdout
 
 
-def test_upgrade_ends_running_sessions_with_a_reason_and_peers_operators(
-    helm: str, release: Release
-) -> None:
-    base = f"127.0.0.1:{release.port}"
-    body = json.dumps({"language": "python", "code": "print('ready'); input()"}).encode()
-    request = urllib.request.Request(
-        f"http://{base}/session", body, {"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        session_id = json.load(response)["sessionId"]
-    final = None
-    with connect(f"ws://{base}/ws/session/{session_id}", open_timeout=30) as ws:
-        for raw in ws:
-            if json.loads(raw) == {"type": "stdout", "data": "ready\n"}:
-                break
-        # A changed pod template rolls the api (the operator stays up meanwhile).
-        upgrade = subprocess.Popen(
-            [helm, "upgrade", release.name, str(CHART), "-n", release.namespace,
-             "--reuse-values", "--set", "api.shutdownGraceSeconds=3",
-             "--wait", "--timeout", "5m"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
-        )  # fmt: skip
-        for raw in ws:
-            message = json.loads(raw)
-            if message["type"] == "state" and message["state"] in ("finished", "terminated"):
-                final = message
-                break
-        output, _ = upgrade.communicate(timeout=300)
-        assert upgrade.returncode == 0, output
-    # The old api drained for its grace period, then said why the session ended.
-    assert final is not None
-    assert (final["state"], final["reason"]) == ("terminated", "ServerShutdown"), final
-    # Then two operators, which elect an active one through kopf peering.
-    run(
-        helm, "upgrade", release.name, str(CHART), "-n", release.namespace, "--reuse-values",
-        "--set", "operator.replicas=2", "--wait", "--timeout", "5m",
-    )  # fmt: skip
-    peering = json.loads(
-        kubectl("-n", release.sandbox, "get", "kopfpeering", f"{release.name}", "-o", "json")
-    )
-    deadline = time.monotonic() + 60
-    while len(peering.get("status", {})) < 2 and time.monotonic() < deadline:
-        time.sleep(1)
-        peering = json.loads(
-            kubectl("-n", release.sandbox, "get", "kopfpeering", f"{release.name}", "-o", "json")
-        )
-    assert len(peering["status"]) == 2, peering.get("status")
-    # And sessions still run end to end through the new api and the elected operator.
-    test_interactive_session_through_the_in_cluster_api(release)
-
-
 def test_uninstall_leaves_nothing_behind(helm: str, release: Release) -> None:
     run(helm, "uninstall", release.name, "-n", release.namespace, "--wait", "--timeout", "3m")
     selector = f"app.kubernetes.io/instance={release.name}"
