@@ -426,8 +426,9 @@ def test_infinite_loop_hits_the_execution_timeout(
     assert (t.stdout, t.stderr) == ("looping\n", ""), outcome.timeline()
     assert t.final["state"] == "terminated"
     assert t.final["reason"] == "TimeLimitExceeded"
-    # Ended by the deadline, not by the 30 s idle timeout (or later).
-    assert seconds <= outcome.seconds < seconds + 20
+    # Ended by the deadline (reason above), which counts from the pod's start: on a
+    # loaded 2-core node the pod may start many seconds after the POST.
+    assert seconds <= outcome.seconds < seconds + 60
 
 
 # -- Java inside the SPEC's limits ----------------------------------------------------
