@@ -4,7 +4,7 @@ VENV ?= $(HOME)/.cache/icee/venv
 PY := $(VENV)/bin/python
 export KUBECONFIG ?= /var/lib/icee-cluster/kubeconfig
 
-.PHONY: cluster cluster-down cluster-status images venv lint test test-unit bench up ui
+.PHONY: cluster cluster-down cluster-status images runner venv lint test test-unit bench up ui
 
 up:                 ## the whole system: cluster, icee image, helm install; prints the UI address
 	bash cluster/deploy-icee.sh
@@ -21,6 +21,9 @@ cluster-status:     ## say what is up
 images:             ## build the sandbox images into the cache
 	bash cluster/images.sh
 
+runner:             ## build the in-sandbox runner (runner/build/icee-runner; the tests run it)
+	$(MAKE) -C runner
+
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,10 +36,10 @@ lint: venv          ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test-unit: venv
+test-unit: venv runner
 	$(VENV)/bin/pytest tests/unit -q
 
-test: venv ui        ## everything: lint, unit, integration and end-to-end tests on the local cluster
+test: venv ui runner ## everything: lint, unit, integration and end-to-end tests on the local cluster
 	$(MAKE) lint
 	bash cluster/deploy-icee.sh
 	$(VENV)/bin/pytest tests/unit tests/integration -q

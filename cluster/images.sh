@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Build the cluster's images from the recipes in images/ (debootstrap roots or a
 # static binary) into OCI archives in the cache, keyed by a hash of the recipe
-# and the tooling. Usage: images.sh [RECIPE...]  (default: all)
-# Prints "<recipe> <archive>" per image. Importing is up.sh's job.
+# and the tooling. Sandbox images (icee/sandbox-*) get one more layer with the
+# in-sandbox runner (/usr/local/bin/icee-runner, runner/), keyed by the runner's
+# source, so a change to the runner repacks that layer only.
+# Usage: images.sh [RECIPE...]  (default: all)
+# Prints "<image> <archive>" per image. Importing is up.sh's job.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/versions.env"
@@ -16,6 +19,11 @@ mkdir -p "$out_dir"
 # Roots of builds that died mid-way (an hour is far longer than any build).
 find "$out_dir" -maxdepth 1 -name '.root-*' -mmin +60 -exec rm -rf {} + 2>/dev/null || true
 
+# The runner layer's key: its source, its build and the layer packer.
+runner_dir="$here/../runner"
+runner_key="$(cat "$runner_dir/icee-runner.c" "$runner_dir/Makefile" "$here/oci_add_layer.py" | sha256sum | cut -c1-16)"
+runner_bin="$out_dir/icee-runner-$runner_key"
+
 for r in "${recipes[@]}"; do
   recipe="$here/images/$r.recipe"
   [[ -f "$recipe" ]] || die "no image recipe $recipe"
@@ -25,7 +33,9 @@ for r in "${recipes[@]}"; do
     # What decides an image's content: its recipe, the root builder, the packer.
     key="$(cat "$recipe" "$here/build-root.sh" "$here/oci_image.py" ${SOURCE:+"$here/images/$SOURCE"} | sha256sum | cut -c1-16)"
     archive="$out_dir/$r-$key.tar"
-    if [[ ! -f "$archive" ]]; then
+    final="$archive"
+    [[ "$IMAGE" == icee/sandbox-* ]] && final="$out_dir/$r-$key-runner-$runner_key.tar"
+    if [[ ! -f "$final" && ! -f "$archive" ]]; then
       start=$SECONDS
       root="$(mktemp -d "$out_dir/.root-$r.XXXX")"
       trap 'rm -rf "$root"' EXIT
@@ -34,10 +44,19 @@ for r in "${recipes[@]}"; do
       [[ -n "${ENTRYPOINT:-}" ]] && args+=(--entrypoint "$ENTRYPOINT")
       for e in ${ENV:-}; do args+=(--env "$e"); done
       python3 "$here/oci_image.py" "$root" "$IMAGE" "$archive" "${args[@]}" >/dev/null
-      # Older archives of this recipe are superseded.
-      find "$out_dir" -maxdepth 1 -name "$r-*.tar" ! -path "$archive" -delete
       log "built $IMAGE in $((SECONDS - start)) s ($(du -m "$archive" | cut -f1) MB)"
     fi
-    echo "$IMAGE $archive"
+    if [[ ! -f "$final" ]]; then
+      if [[ ! -x "$runner_bin" ]]; then
+        make -s -C "$runner_dir" OUT="$runner_bin.tmp" >&2 || die "building the runner failed"
+        mv "$runner_bin.tmp" "$runner_bin"
+      fi
+      python3 "$here/oci_add_layer.py" "$archive" "$final" "$runner_bin:/usr/local/bin/icee-runner:0755" >/dev/null
+      log "added the runner layer ($runner_key) to $IMAGE"
+    fi
+    # Older archives of this recipe are superseded (its base is kept beside the final image).
+    find "$out_dir" -maxdepth 1 -name "$r-*.tar" ! -path "$archive" ! -path "$final" -delete
+    echo "$IMAGE $final"
   )
 done
+find "$out_dir" -maxdepth 1 -name 'icee-runner-*' ! -path "$runner_bin" -delete
