@@ -983,6 +983,18 @@ static int end_stage(void) {
     emitf('x', "stage=%s exit=%d signal=%d cpu_ms=%lld mem_bytes=%lld wall_ms=%lld",
           st.stage == STAGE_RUN ? "run" : "compile", code, sig, cpu, (long long)st.ru.ru_maxrss * 1024,
           (long long)(st.exited_ms - st.started_ms));
+    if (st.stage == STAGE_COMPILE) {
+        /* Reap what was killed (briefly): zombies count against RLIMIT_NPROC for the run stage. */
+        for (int i = 0; i < 50;) {
+            pid_t p = waitpid(-st.pid, NULL, WNOHANG);
+            if (p > 0) continue;
+            if (p < 0 && errno == EINTR) continue;
+            if (p < 0) break; /* ECHILD: none left */
+            struct timespec ms = {0, 1000000};
+            (void)nanosleep(&ms, NULL);
+            i++;
+        }
+    }
     st.pid = 0;
     return sig ? 128 + sig : code;
 }

@@ -382,13 +382,16 @@ def shared_ws() -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def _tasks_of(uid: int) -> int:
+    """Tasks (threads) the uid has already: RLIMIT_NPROC counts them all."""
+    out = subprocess.run(["ps", "-e", "-L", "-o", "uid="], capture_output=True, text=True)
+    return sum(1 for line in out.stdout.split() if line == str(uid))
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged uid needs root")
 def test_pids_limit_counts_the_runner_and_stops_a_fork_bomb(shared_ws: Path) -> None:
     # RLIMIT_NPROC does not bind root: run as an unprivileged uid, as in the pod.
-    already = int(
-        subprocess.run(["pgrep", "-c", "-u", str(NOBODY)], capture_output=True, text=True).stdout
-        or 0
-    )
+    already = _tasks_of(NOBODY)
     src = (
         "import os, errno, sys, time\n"
         "kids = []\n"
@@ -409,6 +412,17 @@ def test_pids_limit_counts_the_runner_and_stops_a_fork_bomb(shared_ws: Path) -> 
     # 10 tasks: the runner, the program and 8 children.
     assert r.output() == b"fork failed EAGAIN after 8\n"
     assert r.kinds().endswith("xq")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged uid needs root")
+def test_compile_leftovers_do_not_use_up_the_run_stages_tasks(shared_ws: Path) -> None:
+    already = _tasks_of(NOBODY)
+    compile_cmd = "sleep 30 & sleep 30 & sleep 30 & true"
+    # The run stage needs two tasks besides the runner: its shell and ls.
+    req = request("ls >/dev/null && echo ran", compile_cmd=compile_cmd, pids=5 + already)
+    r = Runner.start(shared_ws, req, user=NOBODY)
+    assert r.finish(timeout=20) == 0, r.stderr()
+    assert r.output() == b"ran\n"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged uid needs root")
