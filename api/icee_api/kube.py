@@ -9,7 +9,8 @@ ever creates CodeSessions, reads them and their pods, and patches
 Errors, all from one place (:class:`KubeError`)::
 
     KubeError          the API server refused a call (``status`` set) or was unreachable
-     └── WatchExpired  a watch's resourceVersion is too old (410 Gone): list again
+     └── WatchExpired  a watch's resourceVersion is too old (410 Gone, as an ERROR
+                       event or when opening the watch): list again
 """
 
 from __future__ import annotations
@@ -117,13 +118,26 @@ def status_message(status: int, body: bytes) -> str:
     return f"{status} {text}" if text else str(status)
 
 
+# The event type a watch yields for a line it could not decode (logged, then skipped).
+UNDECODABLE = "UNDECODABLE"
+
+
 def watch_event(line: bytes) -> tuple[str, dict[str, Any]] | None:
-    """One watch line as (type, object); raises on an ERROR event; None for a blank line."""
+    """One watch line as (type, object); raises on an ERROR event; None for a blank line.
+
+    A line that is not a JSON watch event is ``(UNDECODABLE, {})``: one bad line
+    must not end the watch of everything else.
+    """
     if not line.strip():
         return None
-    event = json.loads(line)
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return UNDECODABLE, {}
+    obj = event.get("object") if isinstance(event, dict) else None
+    if not isinstance(obj, dict):
+        return UNDECODABLE, {}
     kind = str(event.get("type"))
-    obj = event.get("object") or {}
     if kind == "ERROR":
         if obj.get("code") == 410:
             raise WatchExpired(str(obj.get("message")), 410)
@@ -258,11 +272,31 @@ class KubeClient:
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Watch events (type, object) from a ``watch=true`` list, read as raw JSON lines."""
         timeout = aiohttp.ClientTimeout(total=seconds + 10, sock_connect=10)
-        async with self.open("GET", path, query=query, client_timeout=timeout) as resp:
-            async for line in _lines(resp, MAX_WATCH_LINE):
-                event = watch_event(line)
-                if event is not None:
-                    yield event
+        try:
+            async with self.open("GET", path, query=query, client_timeout=timeout) as resp:
+                async for line in _lines(resp, MAX_WATCH_LINE):
+                    event = watch_event(line)
+                    if event is not None:
+                        yield event
+        except KubeError as exc:
+            # The other form of "too old": refused when opening the watch.
+            if exc.status == 410 and not isinstance(exc, WatchExpired):
+                raise WatchExpired(str(exc), 410) from exc
+            raise
+
+    async def list_all(
+        self, path: str, query: Mapping[str, str] | None = None, page: int = 500
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every object of a list (in pages), and the list's resourceVersion."""
+        items: list[dict[str, Any]] = []
+        params = {**(query or {}), "limit": str(page)}
+        while True:
+            body = await self.call("GET", path, query=params)
+            items.extend(i for i in body.get("items") or [] if isinstance(i, dict))
+            meta = body.get("metadata") or {}
+            if not meta.get("continue"):
+                return items, str(meta.get("resourceVersion") or "")
+            params = {**(query or {}), "limit": str(page), "continue": str(meta["continue"])}
 
     async def stream(
         self, path: str, query: Mapping[str, str], seconds: float
@@ -380,6 +414,20 @@ class Cluster:
                 raise KubeError(f"cannot patch the CodeSession: {exc}", exc.status) from exc
             return True
         return False
+
+    async def list_sessions(self) -> tuple[list[dict[str, Any]], str]:
+        """Every CodeSession in the namespace and the list's resourceVersion."""
+        return await self.kube.list_all(codesessions_path(self.namespace))
+
+    async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
+        """Every sandbox pod in the namespace, like ``list_sessions``."""
+        query = {"labelSelector": names.MANAGED_SELECTOR}
+        return await self.kube.list_all(pods_path(self.namespace), query)
+
+    async def list_started(self) -> tuple[list[dict[str, Any]], str]:
+        """The kubelet's "Started" events in the namespace, like ``list_sessions``."""
+        query = {"fieldSelector": STARTED_EVENTS}
+        return await self.kube.list_all(events_path(self.namespace), query)
 
     def watch_sessions(
         self, resource_version: str | None, seconds: float

@@ -1,35 +1,30 @@
-"""Three watches per api process, shared by every session it streams.
+"""Three informers per api process, shared by every session it streams.
 
-One watch on the sandbox pods, one on the CodeSessions and one on the kubelet's
-"Started" events of the namespace feed a small cache (the sandbox container's
+One on the sandbox pods, one on the CodeSessions and one on the kubelet's
+"Started" events of the namespace keep a small cache (the sandbox container's
 state, the session's outcome, whether its container started, per session id) and
-wake whoever waits on that session. A watch per session would cost API-server
-connections per waiting client: a thousand clients would exhaust the client's
-connection pool and the file descriptors.
+wake whoever waits on that session (:mod:`icee_api.informer`). A watch per session
+would cost API-server connections per waiting client: a thousand clients would
+exhaust the client's connection pool and the file descriptors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from icee_core import names
-from icee_core.models import CodeSessionStatus, Phase
+from icee_core.models import FINAL_PHASES, CodeSessionStatus, Phase
+from pydantic import ValidationError
 
-from icee_api.kube import Cluster, ContainerState, KubeError, WatchExpired, container_state
+from icee_api.informer import GONE, Informer, Latest, supervise
+from icee_api.kube import Cluster, ContainerState, container_state
 from icee_api.session import Outcome, State
 
+__all__ = ["GONE", "Latest", "Watches", "outcome_of", "status_of"]
+
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-# Absent from the cache: the object does not exist (yet, or any more).
-GONE = None
-_WATCH_SECONDS = 290.0
-_RETRY_SECONDS = 1.0
 
 
 def outcome_of(status: CodeSessionStatus) -> Outcome | None:
@@ -43,106 +38,6 @@ def outcome_of(status: CodeSessionStatus) -> Outcome | None:
 
 def status_of(obj: dict[str, Any]) -> CodeSessionStatus:
     return CodeSessionStatus.model_validate(obj.get("status") or {})
-
-
-class Latest(Generic[T]):
-    """A mailbox that keeps only the newest value: a waiter never falls behind.
-
-    Several mailboxes may share one ``changed`` event, so one waiter (one task) can
-    follow several feeds at once and read each mailbox's ``value`` when woken.
-    """
-
-    def __init__(self, value: T | None, changed: asyncio.Event | None = None) -> None:
-        self._value = value
-        self._changed = changed if changed is not None else asyncio.Event()
-        self._changed.set()
-
-    @property
-    def value(self) -> T | None:
-        return self._value
-
-    def put(self, value: T | None) -> None:
-        self._value = value
-        self._changed.set()
-
-    async def get(self) -> T | None:
-        """The current value the first time, then each newer one."""
-        await self._changed.wait()
-        self._changed.clear()
-        return self._value
-
-
-class _Feed(Generic[T]):
-    """One watch: cache of the newest value per session id, and its waiters."""
-
-    def __init__(
-        self,
-        name: str,
-        watch: Callable[[str | None, float], AsyncIterator[tuple[str, dict[str, Any]]]],
-        key: Callable[[dict[str, Any]], str | None],
-        value: Callable[[dict[str, Any]], T],
-        optional: bool = False,
-    ) -> None:
-        self._name = name
-        self._watch = watch
-        self._key = key
-        self._value = value
-        # An optional feed only speeds things up: without the RBAC for it, it stops.
-        self._optional = optional
-        self._cache: dict[str, T] = {}
-        self._waiters: dict[str, set[Latest[T]]] = {}
-        # Called with the session id when the object is deleted.
-        self.on_deleted: Callable[[str], None] | None = None
-
-    def forget(self, session_id: str) -> None:
-        """Drop a cached value (its session's pod is gone: nobody will wait for it)."""
-        self._cache.pop(session_id, None)
-
-    @contextlib.contextmanager
-    def subscribe(
-        self, session_id: str, changed: asyncio.Event | None = None
-    ) -> Iterator[Latest[T]]:
-        box: Latest[T] = Latest(self._cache.get(session_id), changed)
-        self._waiters.setdefault(session_id, set()).add(box)
-        try:
-            yield box
-        finally:
-            waiters = self._waiters.get(session_id)
-            if waiters is not None:
-                waiters.discard(box)
-                if not waiters:
-                    del self._waiters[session_id]
-
-    async def run(self) -> None:
-        version: str | None = None
-        while True:
-            try:
-                async for kind, obj in self._watch(version, _WATCH_SECONDS):
-                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                    if kind != "BOOKMARK":
-                        self._apply(kind, obj)
-            except WatchExpired:
-                version = None  # start over: the watch re-sends everything as ADDED
-            except KubeError as exc:
-                if self._optional and exc.status in (401, 403):
-                    log.warning("%s watch not allowed, going without it: %s", self._name, exc)
-                    return
-                log.warning("%s watch: %s", self._name, exc)
-                await asyncio.sleep(_RETRY_SECONDS)
-
-    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
-        session_id = self._key(obj)
-        if session_id is None:
-            return
-        if kind == "DELETED":
-            self._cache.pop(session_id, None)
-            value: T | None = GONE
-            if self.on_deleted is not None:
-                self.on_deleted(session_id)
-        else:
-            value = self._cache[session_id] = self._value(obj)
-        for box in self._waiters.get(session_id, ()):
-            box.put(value)
 
 
 def _pod_session(obj: dict[str, Any]) -> str | None:
@@ -174,37 +69,77 @@ def _container(obj: dict[str, Any]) -> ContainerState:
 
 
 def _outcome(obj: dict[str, Any]) -> Outcome | None:
-    return outcome_of(status_of(obj))
+    try:
+        return outcome_of(status_of(obj))
+    except ValidationError:
+        # A reason (or field) a newer operator writes: a final phase is still final.
+        raw = obj.get("status") or {}
+        phase = raw.get("phase")
+        if phase not in {p.value for p in FINAL_PHASES}:
+            raise
+        state = State.FINISHED if phase == Phase.FINISHED.value else State.TERMINATED
+        code = raw.get("exitCode")
+        return Outcome(
+            state,
+            code if isinstance(code, int) else None,
+            str(raw.get("reason") or ""),
+            str(raw.get("message") or ""),
+        )
 
 
 class Watches:
-    """The pod, CodeSession and Started-event feeds; ``start()`` in the app's lifespan.
+    """The pod, CodeSession and Started-event informers; ``start()`` in the app's lifespan.
 
     ``started`` (the kubelet's "Started" event for the sandbox container) arrives up
     to a second before the pod status says running (the kubelet reports container
     states after its next relist); attaching on it saves that second. It is optional:
-    without RBAC to watch events the api attaches on the pod status alone.
+    without RBAC to watch events the api attaches on the pod status alone, and
+    readiness does not wait for it.
     """
 
-    def __init__(self, cluster: Cluster) -> None:
-        self.pods: _Feed[ContainerState] = _Feed(
-            "pod", cluster.watch_pods, _pod_session, _container
+    def __init__(self, cluster: Cluster, watch_seconds: float = 290.0) -> None:
+        self.pods: Informer[ContainerState] = Informer(
+            "pod",
+            cluster.list_pods,
+            cluster.watch_pods,
+            _pod_session,
+            _container,
+            watch_seconds=watch_seconds,
         )
-        self.outcomes: _Feed[Outcome | None] = _Feed(
-            "codesession", cluster.watch_sessions, _codesession_id, _outcome
+        self.outcomes: Informer[Outcome | None] = Informer(
+            "codesession",
+            cluster.list_sessions,
+            cluster.watch_sessions,
+            _codesession_id,
+            _outcome,
+            watch_seconds=watch_seconds,
         )
-        self.started: _Feed[bool] = _Feed(
-            "started event", cluster.watch_started, _started_session, _true, optional=True
+        self.started: Informer[bool] = Informer(
+            "started event",
+            cluster.list_started,
+            cluster.watch_started,
+            _started_session,
+            _true,
+            optional=True,
+            watch_seconds=watch_seconds,
         )
         # Events outlive their pods by an hour: forget them with the pod.
         self.pods.on_deleted = self.started.forget
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def required(self) -> tuple[Informer[Any], ...]:
+        return (self.pods, self.outcomes)
+
+    def unsynced(self) -> list[str]:
+        """The required informers whose cache is not (or no longer) in sync."""
+        return [i.name for i in self.required if not i.synced]
+
     def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self.pods.run(), name="watch pods"),
-            asyncio.create_task(self.outcomes.run(), name="watch codesessions"),
-            asyncio.create_task(self.started.run(), name="watch started events"),
+            asyncio.create_task(supervise(self.pods), name="informer pods"),
+            asyncio.create_task(supervise(self.outcomes), name="informer codesessions"),
+            asyncio.create_task(supervise(self.started), name="informer started events"),
         ]
 
     async def stop(self) -> None:

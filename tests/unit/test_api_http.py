@@ -5,6 +5,7 @@ touches Kubernetes for real is in tests/integration (pytest -m cluster).
 """
 
 import asyncio
+import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -39,6 +40,12 @@ class FakeCluster:
 
     watch_sessions = watch_pods
     watch_started = watch_pods
+
+    async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
+        return [], "1"
+
+    list_sessions = list_pods
+    list_started = list_pods
 
     async def create_session(self, session_id: str, spec: Any) -> None:
         self.sessions[session_id] = {
@@ -163,13 +170,40 @@ def test_languages(api: TestClient) -> None:
     assert langs["python"] == {"id": "python", "displayName": "Python", "version": "3.11"}
 
 
+def ready(api: TestClient) -> int:
+    """/readyz's status once the informers had time for their first list."""
+    deadline = time.monotonic() + 5
+    while (code := api.get("/readyz").status_code) != 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return code
+
+
 def test_probes_and_metrics(api: TestClient) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
-    assert api.get("/readyz").status_code == 200
+    assert ready(api) == 200
     api.post("/session", json={"language": "python", "code": "x"})
     text = api.get("/metrics").text
     assert 'icee_sessions_created_total{language="python"} 1.0' in text
     assert "icee_session_start_seconds_bucket" in text
+
+
+class UnlistedCluster(FakeCluster):
+    """The API server never answers the pod list: the pod cache never syncs."""
+
+    async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
+        await asyncio.Event().wait()
+        return [], ""
+
+    async def list_sessions(self) -> tuple[list[dict[str, Any]], str]:
+        return [], "1"
+
+
+def test_not_ready_until_the_caches_are_synced() -> None:
+    with TestClient(create_app(Settings(), cluster=UnlistedCluster())) as client:  # type: ignore[arg-type]
+        time.sleep(0.2)
+        r = client.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["detail"] == "not synced: pod"
 
 
 def test_ui_missing_is_a_clear_503(api: TestClient) -> None:

@@ -134,6 +134,8 @@ class FakeApiServer:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.patch_conflicts = 0
         self.watch_lines: list[bytes] = []
+        self.watch_gone = False
+        self.pages: list[dict[str, Any]] = []
         self.peer_certs: list[Any] = []
 
     def app(self) -> web.Application:
@@ -184,7 +186,11 @@ class FakeApiServer:
     async def list_or_watch(self, request: web.Request) -> web.StreamResponse:
         self._record(request)
         if request.query.get("watch") != "true":
+            if self.pages:
+                return web.json_response(self.pages.pop(0))
             return web.json_response({"kind": "List", "items": []})
+        if self.watch_gone:
+            return self.status(410, "Expired")
         resp = web.StreamResponse()
         await resp.prepare(request)
         data = b"".join(self.watch_lines)
@@ -319,6 +325,25 @@ async def test_watch_reads_long_lines_split_across_chunks(served: Served) -> Non
     assert events[0][1]["code"] == big
     _, path, _, _ = served.fake.requests[-1]
     assert path == pods_path(NS)
+
+
+async def test_watch_refused_with_410_is_expired(served: Served) -> None:
+    served.fake.watch_gone = True
+    with pytest.raises(WatchExpired) as err:
+        async for _ in served.cluster.watch_sessions("5", 30):
+            pass
+    assert err.value.status == 410
+
+
+async def test_list_reads_every_page(served: Served) -> None:
+    served.fake.pages = [
+        {"items": [{"n": 1}], "metadata": {"continue": "c1", "resourceVersion": "8"}},
+        {"items": [{"n": 2}], "metadata": {"resourceVersion": "9"}},
+    ]
+    items, version = await served.cluster.list_pods()
+    assert (items, version) == ([{"n": 1}, {"n": 2}], "9")
+    queries = [r[1] for r in served.fake.requests]
+    assert queries == [pods_path(NS)] * 2
 
 
 async def test_read_log(served: Served) -> None:

@@ -31,6 +31,18 @@ class ScriptedCluster:
         self.started_events: asyncio.Queue[tuple[str, dict[str, Any]] | Exception] = asyncio.Queue()
         self.pod_versions: list[str | None] = []
         self.started_watches = 0
+        self.pods_listed: list[dict[str, Any]] = []
+        self.pod_lists = 0
+
+    async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
+        self.pod_lists += 1
+        return list(self.pods_listed), f"L{self.pod_lists}"
+
+    async def list_sessions(self) -> tuple[list[dict[str, Any]], str]:
+        return [], "S"
+
+    async def list_started(self) -> tuple[list[dict[str, Any]], str]:
+        return [], "E"
 
     async def watch_pods(self, version: str | None, seconds: float) -> AsyncIterator[Any]:
         self.pod_versions.append(version)
@@ -96,17 +108,20 @@ async def test_pod_feed_follows_the_container_until_deleted() -> None:
         await watches.stop()
 
 
-async def test_expired_watch_starts_over() -> None:
+async def test_expired_watch_lists_again_and_drops_what_is_gone() -> None:
     cluster = ScriptedCluster()
     watches = Watches(cluster)  # type: ignore[arg-type]
     watches.start()
     try:
-        cluster.pod_events.put_nowait(("ADDED", pod("7", {"running": {}})))
-        cluster.pod_events.put_nowait(WatchExpired("too old"))
-        await settle()
-        assert cluster.pod_versions == [None, None]  # a 410 lists again from scratch
         with watches.pods.subscribe(SID) as box:
-            assert await box.get() == ContainerState("running")  # the cache survives
+            assert await box.get() is None
+            cluster.pod_events.put_nowait(("ADDED", pod("7", {"running": {}})))
+            assert await box.get() == ContainerState("running")
+            # The pod was deleted while the watch was away; the resumed watch is too old.
+            cluster.pod_events.put_nowait(WatchExpired("too old"))
+            assert await asyncio.wait_for(box.get(), 1) is None  # deleted by the relist
+        assert cluster.pod_versions == ["L1", "L2"]  # each watch from its list's version
+        assert watches.pods.synced
     finally:
         await watches.stop()
 
@@ -192,5 +207,39 @@ async def test_started_feed_stops_without_rbac() -> None:
         await settle()
         with watches.pods.subscribe(SID) as box:
             assert box.value == ContainerState("running")  # the others go on
+    finally:
+        await watches.stop()
+
+
+async def test_not_synced_until_listed_and_while_relisting_after_a_failure() -> None:
+    cluster = ScriptedCluster()
+    watches = Watches(cluster)  # type: ignore[arg-type]
+    assert watches.unsynced() == ["pod", "codesession"]
+    watches.start()
+    try:
+        await settle()
+        assert watches.unsynced() == []
+        cluster.pod_events.put_nowait(KubeError("connection reset"))
+        await settle()
+        assert watches.unsynced() == ["pod"]  # backing off before listing again
+        await asyncio.sleep(1.2)  # the first backoff is at most 0.5 s
+        assert watches.unsynced() == []
+        assert cluster.pod_lists == 2
+    finally:
+        await watches.stop()
+
+
+async def test_a_final_status_with_an_unknown_reason_still_ends_the_session() -> None:
+    cluster = ScriptedCluster()
+    watches = Watches(cluster)  # type: ignore[arg-type]
+    watches.start()
+    try:
+        with watches.outcomes.subscribe(SID) as box:
+            assert await box.get() is None
+            final = {"phase": "Terminated", "reason": "SomethingNewer", "message": "later"}
+            cluster.session_events.put_nowait(("MODIFIED", codesession("2", final)))
+            outcome = await asyncio.wait_for(box.get(), 1)
+            assert outcome is not None
+            assert (outcome.state, outcome.reason) == (State.TERMINATED, "SomethingNewer")
     finally:
         await watches.stop()

@@ -23,9 +23,13 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     if services.live.draining:
         return _unready("shutting down")
     try:
+        unsynced = services.watches.unsynced()
         await services.cluster.check()
     except (KubeError, NotConnected) as exc:
         return _unready(str(exc))
+    if unsynced:
+        # Sessions wait on these caches: a stale one could miss their end.
+        return _unready(f"not synced: {', '.join(unsynced)}")
     return JSONResponse({"status": "ready"})
 
 
