@@ -7,6 +7,8 @@ log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
 
 k8s_bin_dir() { echo "$ICEE_CACHE/k8s-v$K8S_VERSION/bin"; }
+# runsc and its containerd shim, built from source by build-gvisor.sh.
+gvisor_bin_dir() { echo "$ICEE_CACHE/gvisor-$GVISOR_VERSION/bin"; }
 
 # The Debian mirror this machine's apt uses (never written into the repository).
 debian_mirror() {
