@@ -7,12 +7,14 @@ bad entry fails start-up with a message naming the entry and the field.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 # The registry shipped with icee_core (python, javascript, java, cpp).
@@ -33,6 +35,67 @@ class UnknownLanguageError(KeyError):
         return f"unknown language {self.language_id!r}; one of: {', '.join(self.known)}"
 
 
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+# What the compile and run commands may refer to (see Language.commands); `${X}` is
+# the shell's, not ours.
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z][A-Za-z0-9]*)\}")
+PLACEHOLDERS = ("main", "mainStem", "sources")
+
+
+class MainFileRule(BaseModel):
+    """Name the main file after its content, e.g. Java's public class with `main`.
+
+    `pattern` (a regular expression, multi-line) is searched in the file; `template`
+    builds the name from its groups (`{1}`, `{2}`, ...). With `mustContain`, the
+    content must also match that expression. No match, or a name that is not a
+    plain file name: the rule does not apply.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    pattern: str = Field(min_length=1)
+    template: str = Field(min_length=1)
+    must_contain: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _compiles(self) -> MainFileRule:
+        for label, expr in (("pattern", self.pattern), ("mustContain", self.must_contain)):
+            if expr is not None:
+                try:
+                    re.compile(expr, re.MULTILINE)
+                except re.error as error:
+                    raise ValueError(f"{label} is not a regular expression: {error}") from None
+        groups = re.compile(self.pattern, re.MULTILINE).groups
+        used = [int(n) for n in re.findall(r"\{([0-9]+)\}", self.template)]
+        if not used:
+            raise ValueError("template uses no group of the pattern ({1}, ...)")
+        if max(used) > groups or min(used) < 1:
+            raise ValueError(f"template refers to a group the pattern lacks (it has {groups})")
+        return self
+
+    def derive(self, content: str) -> str | None:
+        """The file name this content asks for, or None if the rule does not apply."""
+        if self.must_contain and not re.search(self.must_contain, content, re.MULTILINE):
+            return None
+        match = re.search(self.pattern, content, re.MULTILINE)
+        if match is None:
+            return None
+        name = self.template
+        for index, group in enumerate(match.groups(), start=1):
+            name = name.replace(f"{{{index}}}", group or "")
+        return name if _FILE_NAME.fullmatch(name) and len(name) <= 255 else None
+
+
+@dataclass(frozen=True, slots=True)
+class StageCommands:
+    """A session's compile (or None) and run commands, placeholders filled in."""
+
+    compile: str | None
+    run: str
+
+
 class Language(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
@@ -47,6 +110,43 @@ class Language(BaseModel):
     compile: str | None = Field(default=None, min_length=1)
     run: str = Field(min_length=1)
     env: dict[str, str] = {}
+    # Optional: name the main file after its content (Java: its public class).
+    main_file_from: MainFileRule | None = None
+
+    def commands(self, main: str | None = None, names: Sequence[str] = ()) -> StageCommands:
+        """compile and run for a session whose main file is `main` (default: fileName).
+
+        Placeholders: `{main}` the main file's name, `{mainStem}` that name without its
+        extension (Java's class), `{sources}` every file (of `names`, else the main one)
+        with the main file's extension, separated by spaces. Names are shell-safe (see
+        icee_core.sources), so they go in unquoted.
+        """
+        main = main or self.file_name
+        base = main.rsplit("/", 1)[-1]
+        stem = main[: len(main) - len(base)] + (base.rsplit(".", 1)[0] if "." in base else base)
+        ext = base.rsplit(".", 1)[1] if "." in base else None
+        same = [n for n in names if ext is not None and n.rsplit("/", 1)[-1].endswith(f".{ext}")]
+        sources = " ".join(same or [main])
+
+        def fill(cmd: str) -> str:
+            return (
+                cmd.replace("{mainStem}", stem)
+                .replace("{main}", main)
+                .replace("{sources}", sources)
+            )
+
+        return StageCommands(self.compile and fill(self.compile), fill(self.run))
+
+    @field_validator("compile", "run")
+    @classmethod
+    def _placeholders(cls, cmd: str | None) -> str | None:
+        for name in _PLACEHOLDER.findall(cmd or ""):
+            if name not in PLACEHOLDERS:
+                raise ValueError(
+                    f"unknown placeholder {{{name}}}; one of: "
+                    + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+                )
+        return cmd
 
     @field_validator("env")
     @classmethod

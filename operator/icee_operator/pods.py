@@ -40,6 +40,7 @@ def sandbox_uid(session_id: str, settings: OperatorSettings) -> int:
 def sandbox_script(language: Language, pids: int) -> str:
     """The container's /bin/sh script: prepare, hold, compile, exec the program."""
     source = f"{names.SOURCE_DIR}/{language.file_name}"
+    commands = language.commands(language.file_name)
     lines = [
         # RLIMIT_NPROC counts this uid's processes+threads. A pids cgroup cannot do it:
         # under gVisor the pod's cgroup also holds the sandbox kernel's own threads.
@@ -52,12 +53,12 @@ def sandbox_script(language: Language, pids: int) -> str:
         # program writes can be lost before someone listens.
         "head -c 1 >/dev/null",
     ]
-    if language.compile:
+    if commands.compile:
         lines.append(
-            f"{language.compile}"
+            f"{commands.compile}"
             f" || {{ rc=$?; printf %s {COMPILATION_FAILED_MARKER} >{TERMINATION_LOG}; exit $rc; }}"
         )
-    lines.append(f"exec {language.run}")
+    lines.append(f"exec {commands.run}")
     return "\n".join(lines) + "\n"
 
 

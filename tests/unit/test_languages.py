@@ -41,7 +41,7 @@ def test_shipped_registry_serves_the_spec_languages() -> None:
 
 def test_shipped_commands_do_not_buffer_prompts() -> None:
     registry = load_registry()
-    assert registry.get("python").run == "python3 -u main.py"
+    assert registry.get("python").commands().run == "python3 -u main.py"
     assert registry.get("cpp").run.startswith("stdbuf -oL ")
     # Ruby buffers stdout itself; the run command makes it synchronous first.
     assert "$stdout.sync = $stderr.sync = true" in registry.get("ruby").run
@@ -68,10 +68,11 @@ def test_shipped_sandbox_scripts_are_valid_sh(language: str) -> None:
 
 def test_shipped_compiled_languages_compile() -> None:
     registry = load_registry()
-    assert registry.get("python").compile is None
-    assert registry.get("javascript").compile is None
-    assert registry.get("java").compile == "javac $ICEE_JAVAC_FLAGS -d . Main.java"
-    assert registry.get("cpp").compile == "g++ -std=c++20 -O1 -pipe -o main main.cpp"
+    assert registry.get("python").commands().compile is None
+    assert registry.get("javascript").commands().compile is None
+    assert registry.get("java").commands().compile == "javac $ICEE_JAVAC_FLAGS -d . Main.java"
+    assert registry.get("java").commands().run.endswith(" -cp . Main")
+    assert registry.get("cpp").commands().compile == "g++ -std=c++20 -O1 -pipe -o main main.cpp"
 
 
 def test_java_is_tuned_to_fit_the_sandbox() -> None:
