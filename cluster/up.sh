@@ -11,6 +11,9 @@ require_root
 t0=$SECONDS
 
 if "$here/status.sh" --quiet; then
+  # Sandbox images may have changed since (a recipe, the runner): build and
+  # import those; a no-op when nothing did.
+  import_images
   log "cluster already up; KUBECONFIG=$ICEE_STATE/kubeconfig"
   exit 0
 fi
