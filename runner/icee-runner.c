@@ -438,6 +438,13 @@ static int parse_size(const char *p, size_t n, long *cols, long *rows) {
 static void apply_winsize(void) {
     struct winsize ws = {.ws_row = (unsigned short)st.rows, .ws_col = (unsigned short)st.cols};
     if (ioctl(st.master, TIOCSWINSZ, &ws) != 0) die_runner("TIOCSWINSZ");
+    /* Linux signals the terminal's foreground process group; gVisor's pty does not, so
+       the runner does (on Linux the program gets two SIGWINCH for one resize: harmless,
+       a handler reads the size either way). */
+    if (st.stage == STAGE_RUN && !st.exited && st.pid > 0) {
+        pid_t fg = tcgetpgrp(st.master);
+        (void)kill(fg > 0 ? -fg : -st.pid, SIGWINCH);
+    }
 }
 
 static int signal_by_name(const char *s, size_t n) {
@@ -712,7 +719,7 @@ static int sampling(void) {
     return st.stage == STAGE_RUN && !st.exited && !(st.eof_pending == 2 && !st.tty);
 }
 
-static void sample(void) {
+static void sample(int late) {
     int quiet = !st.activity && inq_len == 0;
     st.activity = 0;
     if (quiet) {
@@ -725,7 +732,10 @@ static void sample(void) {
     if (!asleep || !st.have_cpu || cpu != st.last_cpu) quiet = 0;
     st.last_cpu = cpu;
     st.have_cpu = 1;
-    if (quiet) {
+    if (quiet && late) {
+        /* The runner itself was held up: the machine is starved and a program that
+           should have run may not have. Inconclusive: neither quiet nor running. */
+    } else if (quiet) {
         if (st.quiet < QUIET_SAMPLES) st.quiet++;
         if (st.quiet == QUIET_SAMPLES && !st.waiting) {
             st.waiting = 1;
@@ -962,8 +972,9 @@ static void run_stage(void) {
         if (inbuf_len > inbuf_off) parse_input(); /* resume after backpressure */
         if (inq_len > 0) flush_input();
         finish_input_if_due();
-        if (sampling() && now_ms() >= st.next_sample_ms) {
-            sample();
+        int64_t t = now_ms();
+        if (sampling() && t >= st.next_sample_ms) {
+            sample(t - st.next_sample_ms > SAMPLE_MS);
             st.next_sample_ms = now_ms() + SAMPLE_MS;
         }
     }

@@ -87,7 +87,13 @@ class Runner:
         argv: Sequence[str] = (),
         wrapper: Sequence[str] = (),
     ) -> Runner:
-        """Start the runner (under wrapper, e.g. runsc do, if given) and send req."""
+        """Start the runner (under wrapper, e.g. runsc do, if given) and send req.
+
+        ICEE_RUNNER_WRAPPER (e.g. "runsc --network=none do") wraps every runner
+        started without an explicit wrapper: the same tests, inside gVisor.
+        """
+        if not wrapper and user is None:
+            wrapper = os.environ.get("ICEE_RUNNER_WRAPPER", "").split()
         proc = subprocess.Popen(
             [*wrapper, str(RUNNER), "--workspace", str(workspace), *argv],
             stdin=subprocess.PIPE,
