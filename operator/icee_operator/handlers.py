@@ -5,6 +5,13 @@
 - sandbox Pod changed or deleted -> status follows it; ended -> pod and code deleted
 - operator (re)started           -> every CodeSession reconciled against its pod,
                                     deadlines (start timeout, retention) re-armed
+- every RECONCILE_SECONDS        -> each CodeSession repaired (level-triggered):
+                                    whatever an event missed or a handler failed
+- a session running              -> its execution deadline, a daemon per session
+
+Every handler has bounded retries; the last failure ends the session with a
+stated reason where one fits (a sandbox that cannot be created: StartFailed), and
+the periodic repair picks up the rest.
 
 No finalizers: owner references let Kubernetes' garbage collector remove a
 session's Pod and ConfigMap with it, and the CodeSession can always be deleted,
@@ -14,14 +21,18 @@ even with the operator down.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
 from icee_core import names
 from icee_core.languages import LanguageConfigError, LanguageRegistry, load_registry
+from icee_core.models import Phase, Reason
 
 from icee_operator.deadlines import Deadlines
 from icee_operator.kube import Kube
+from icee_operator.repair import execution_deadline, give_up, repair, time_limit
 from icee_operator.sessions import (
     Context,
     end,
@@ -55,8 +66,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         raise kopf.PermanentError(str(error)) from None
     # kopf's own bookkeeping in annotations under our group; the status is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
+    # The user's code is in the object once: kopf's copy of the last handled spec
+    # leaves it out (it never changes, so no handler needs its diff).
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=names.GROUP, key="last-handled-configuration"
+        prefix=names.GROUP,
+        key="last-handled-configuration",
+        ignored_fields=list(DIFFBASE_IGNORED),
     )
     settings.persistence.finalizer = f"{names.GROUP}/operator"
     # No Kubernetes Event per handled object: hundreds of sessions would flood them.
@@ -77,24 +92,86 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await ctx.kube.close()
 
 
-# Sessions are interactive: retry failed handlers after a second, not kopf's minute.
+# Fields of the spec kopf does not copy into its last-handled-configuration.
+DIFFBASE_IGNORED = ("spec.code", "spec.files")
+# Sessions are interactive: retry failed handlers after a second, not kopf's minute,
+# and not forever: a permanent error ends with a stated failure.
 RETRY_BACKOFF_SECONDS = 1.0
+HANDLER_RETRIES = 5
+# How often each CodeSession is repaired, whatever events said.
+RECONCILE_SECONDS = 10.0
 
 
-@kopf.on.create(*CODESESSIONS, backoff=RETRY_BACKOFF_SECONDS)
-async def codesession_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await start(context(memo), body)
+async def bounded(
+    ctx: Context, body: kopf.Body, retry: int, action: Awaitable[None], failure: Reason | None
+) -> None:
+    """Run a handler's action; after the last retry, end the session with ``failure``."""
+    try:
+        await action
+    except (kopf.PermanentError, kopf.TemporaryError):
+        raise
+    except Exception as error:
+        if retry + 1 < HANDLER_RETRIES:
+            raise kopf.TemporaryError(f"{error!r}", delay=RETRY_BACKOFF_SECONDS) from error
+        message = f"the operator failed {HANDLER_RETRIES} times: {error}"
+        if failure is not None:
+            await give_up(ctx, body.meta.name or "", failure, message)
+        raise kopf.PermanentError(message) from error
 
 
-@kopf.on.resume(*CODESESSIONS, backoff=RETRY_BACKOFF_SECONDS)
-async def codesession_resumed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await reconcile(context(memo), body)
+@kopf.on.create(*CODESESSIONS, retries=HANDLER_RETRIES, backoff=RETRY_BACKOFF_SECONDS)
+async def codesession_created(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    ctx = context(memo)
+    await bounded(ctx, body, retry, start(ctx, body), Reason.START_FAILED)
 
 
-@kopf.on.update(*CODESESSIONS, field="spec.termination", backoff=RETRY_BACKOFF_SECONDS)
-async def termination_requested(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.resume(*CODESESSIONS, retries=HANDLER_RETRIES, backoff=RETRY_BACKOFF_SECONDS)
+async def codesession_resumed(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    ctx = context(memo)
+    await bounded(ctx, body, retry, reconcile(ctx, body), None)
+
+
+@kopf.on.update(
+    *CODESESSIONS, field="spec.termination", retries=HANDLER_RETRIES, backoff=RETRY_BACKOFF_SECONDS
+)
+async def termination_requested(
+    body: kopf.Body, new: Any, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
     if new:
-        await terminate(context(memo), body)
+        ctx = context(memo)
+        try:
+            reason = Reason(str(new.get("reason")))
+        except ValueError:
+            reason = Reason.USER_TERMINATED
+        await bounded(ctx, body, retry, terminate(ctx, body), reason)
+
+
+@kopf.timer(*CODESESSIONS, interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
+async def codesession_repaired(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # Never raises: a failure is logged and the next interval tries again.
+    try:
+        await repair(context(memo), body)
+    except Exception as error:
+        logging.getLogger(__name__).warning("session %s: repair failed: %r", body.meta.name, error)
+
+
+def _running(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") == Phase.RUNNING.value
+
+
+@kopf.daemon(*CODESESSIONS, when=_running, backoff=RETRY_BACKOFF_SECONDS, cancellation_timeout=5)
+async def execution_time(
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
+) -> None:
+    """Ends the session at its execution deadline (the pod's activeDeadlineSeconds,
+    checked by the kubelet on its own schedule, is the backstop)."""
+    ctx = context(memo)
+    deadline = execution_deadline(ctx, body)
+    if deadline is None:
+        return
+    await stopped.wait(max(0.0, (deadline - datetime.now(UTC)).total_seconds()))
+    if not stopped:
+        await time_limit(ctx, body.meta.name or "")
 
 
 @kopf.on.event(*CODESESSIONS)

@@ -20,6 +20,8 @@ TERMINATION_LOG = "/dev/termination-log"
 # Written to the termination log when the compile step fails, so the operator can
 # tell a compile error from the program's own non-zero exit.
 COMPILATION_FAILED_MARKER = "icee:compilation-failed"
+# The pod's own deadline trails the operator's by this much.
+DEADLINE_BACKSTOP_SECONDS = 5
 # Exit code of the sandbox script itself failing (before the program runs).
 SANDBOX_SETUP_FAILED = 125
 
@@ -89,7 +91,9 @@ def build_pod(
     env = BASE_ENV | language.env
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "activeDeadlineSeconds": spec.timeouts.execution_seconds,
+        # The operator ends the session at its execution deadline (repair.py); the
+        # kubelet's deadline, checked on its own schedule, is only the backstop.
+        "activeDeadlineSeconds": spec.timeouts.execution_seconds + DEADLINE_BACKSTOP_SECONDS,
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,

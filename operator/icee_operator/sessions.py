@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +38,8 @@ class Context:
     languages: LanguageRegistry
     kube: Kube
     deadlines: Deadlines
+    # Ended sessions whose pod and code this process has removed (until retention).
+    cleaned: set[str] = field(default_factory=set)
 
 
 def status_of(body: Mapping[str, Any]) -> CodeSessionStatus:
@@ -174,9 +176,12 @@ async def end(ctx: Context, name: str, status: CodeSessionStatus) -> None:
     finished_at = status.finished_at or datetime.now(UTC)
     retain_until = finished_at + timedelta(seconds=ctx.settings.retention_seconds)
 
+    ctx.cleaned.add(name)
+
     async def expire() -> None:
         logger.info("session %s: retention over, deleting", name)
         await ctx.kube.delete_session(name)
+        ctx.cleaned.discard(name)
 
     ctx.deadlines.arm(f"retain/{name}", retain_until, expire)
 

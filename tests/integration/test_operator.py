@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,15 @@ def operator(kubeconfig: str, process_logs: Path, languages_file: Path) -> Itera
 def runc_operator(kubeconfig: str, process_logs: Path, languages_file: Path) -> Iterator[Operator]:
     """Sandbox pods on plain runc: what must hold without gVisor too."""
     with operator_in_new_namespace(process_logs, languages_file, runtime_class_name="runc") as op:
+        yield op
+
+
+@pytest.fixture(scope="module")
+def long_retention_operator(
+    kubeconfig: str, process_logs: Path, languages_file: Path
+) -> Iterator[Operator]:
+    """Ended sessions stay readable long after a late (repaired) final status."""
+    with operator_in_new_namespace(process_logs, languages_file, retention_seconds="300") as op:
         yield op
 
 
@@ -408,3 +418,113 @@ def test_pod_lost_while_the_operator_is_down_is_noticed_on_restart(operator: Ope
     final = wait_phase(operator, session_id, FINAL)
     assert (final["phase"], final["reason"]) == ("Terminated", "PodLost")
     assert_cleaned_up(operator, session_id)
+
+
+# -- level-triggered: what an event missed is repaired ------------------------------------
+
+
+def _refuse_final_status(namespace: str, session_id: str) -> str:
+    """A ValidatingAdmissionPolicy that refuses a final status for one session."""
+    name = f"icee-it-refuse-final-{session_id[:8]}"
+    refuse = (
+        f"object.metadata.name != '{session_id}' || !has(object.status) || "
+        "!has(object.status.phase) || !(object.status.phase in ['Finished', 'Terminated'])"
+    )
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [names.GROUP],
+                        "apiVersions": [names.VERSION],
+                        "operations": ["UPDATE"],
+                        "resources": [f"{names.PLURAL}/status"],
+                    }
+                ]
+            },
+            "validations": [{"expression": refuse, "message": "refused by the test"}],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+            },
+        },
+    }
+    for obj in (policy, binding):
+        kubectl_json_create(obj)
+    return name
+
+
+def _final_status_refused(namespace: str, session_id: str) -> bool:
+    probe = json.dumps({"status": {"phase": "Finished"}})
+    out = subprocess.run(
+        [KUBECTL, "patch", "codesession", session_id, "-n", namespace, "--subresource=status",
+         "--type=merge", "-p", probe, "--dry-run=server"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return out.returncode != 0 and "refused by the test" in out.stderr
+
+
+def _container_terminated(namespace: str, session_id: str) -> bool:
+    state = kubectl(
+        "get", "pod", names.pod_name(session_id), "-n", namespace,
+        "-o", "jsonpath={.status.containerStatuses[0].state.terminated.reason}", check=False,
+    )  # fmt: skip
+    return state != ""
+
+
+def test_a_refused_final_status_write_is_repaired(long_retention_operator: Operator) -> None:
+    """The pod's final event comes while the status write is refused: kopf drops
+    that event's failure, the periodic repair still ends the session with its reason."""
+    operator = long_retention_operator
+    session_id = create(operator, "print(input())")
+    wait_phase(operator, session_id, ("Running",))
+    policy = _refuse_final_status(operator.namespace, session_id)
+    try:
+        _until(lambda: _final_status_refused(operator.namespace, session_id), 30)
+        stdout, _ = attach(operator, session_id, b"done\n").communicate(timeout=60)
+        assert stdout == b"done\n"
+        _until(lambda: _container_terminated(operator.namespace, session_id), 30)
+        time.sleep(3)  # the operator saw the pod's end and could not write it
+        assert status(operator, session_id)["phase"] == "Running"
+    finally:
+        kubectl("delete", "validatingadmissionpolicybinding", policy, check=False)
+        kubectl("delete", "validatingadmissionpolicy", policy, check=False)
+    # Repaired within a reconcile interval (10 s) once writes are allowed again.
+    final = wait_phase(operator, session_id, FINAL, timeout=40)
+    assert (final["phase"], final["reason"], final["exitCode"]) == ("Finished", "Completed", 0)
+    assert_cleaned_up(operator, session_id)
+
+
+def test_the_execution_deadline_ends_the_session_on_time(operator: Operator) -> None:
+    seconds = 4
+    session_id = create(
+        operator, "import time\ntime.sleep(300)", timeouts={"executionSeconds": seconds}
+    )
+    attach(operator, session_id)
+    final = wait_phase(operator, session_id, FINAL, timeout=60)
+    assert (final["phase"], final["reason"]) == ("Terminated", "TimeLimitExceeded")
+    ran = datetime.fromisoformat(final["finishedAt"]) - datetime.fromisoformat(final["startedAt"])
+    # The operator's own timer, not the kubelet's sync: within a few seconds of the time.
+    assert seconds <= ran.total_seconds() < seconds + 3, final
+
+
+def test_kopf_keeps_no_second_copy_of_the_code(operator: Operator) -> None:
+    code = "print('a program whose text appears once')"
+    _, final = run(operator, code)
+    obj = session(operator, final["id"])
+    assert obj is not None
+    annotations = json.dumps(obj["metadata"].get("annotations") or {})
+    assert "last-handled-configuration" in annotations
+    assert "appears once" not in annotations

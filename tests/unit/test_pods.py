@@ -57,7 +57,7 @@ EXPECTED_PYTHON_POD: dict[str, Any] = {
     "spec": {
         "runtimeClassName": "gvisor",
         "restartPolicy": "Never",
-        "activeDeadlineSeconds": 120,
+        "activeDeadlineSeconds": 125,
         "terminationGracePeriodSeconds": 1,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -147,7 +147,7 @@ def test_limits_and_timeouts_come_from_the_spec() -> None:
     )
     pod = build_pod(SESSION_ID, spec, LANGUAGES.get("python"), settings())
     container = pod["spec"]["containers"][0]
-    assert pod["spec"]["activeDeadlineSeconds"] == 7
+    assert pod["spec"]["activeDeadlineSeconds"] == 7 + 5  # the backstop behind the operator
     assert pod["spec"]["volumes"][0]["emptyDir"]["sizeLimit"] == str(2 * MiB)
     assert container["resources"]["limits"]["cpu"] == "200m"
     assert container["resources"]["limits"]["memory"] == str(16 * MiB)
