@@ -30,6 +30,9 @@ Terminate = Callable[[str, str, str], Awaitable[object]]
 class StreamHandle(Protocol):
     async def terminate(self, reason: str, message: str) -> None: ...
 
+    async def shut_down(self, message: str) -> None:
+        """Tell the client the session ended (ServerShutdown) unless it was told already."""
+
 
 class LiveSessions:
     def __init__(self, terminate: Terminate) -> None:
@@ -97,9 +100,20 @@ class LiveSessions:
         for result in results:
             if isinstance(result, BaseException):
                 log.warning("could not end a session on shutdown: %s", result)
-        # Give the streams time to pass the final state on to their clients.
+        # Give the streams time to pass the operator's final state on to their clients.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._no_streams.wait(), settle)
+        # No final status came for the rest (operator slow or down): the server that
+        # stops says so itself, so no client sees its socket close without a final state.
+        left = list(self._streams.values())
+        if left:
+            log.info("draining: %d session(s) without a final status; ending them", len(left))
+        results = await asyncio.gather(
+            *(h.shut_down(message) for h in left), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("could not tell a client about the shutdown: %s", result)
 
     def _no_client(self, session_id: str, timeout: float) -> None:
         self._deadlines.pop(session_id, None)

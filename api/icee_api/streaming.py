@@ -90,7 +90,7 @@ class SessionStream:
         buffers: AttachBuffers,
     ) -> None:
         self.session = Session(session_id)
-        self._client = client
+        self._client = _UntilFinal(client)
         self._cluster = cluster
         self._live = live
         self._watches = watches
@@ -110,6 +110,13 @@ class SessionStream:
             await self._bridge.request_termination(reason, message)
         elif not self.session.ended and self.session.request_termination(reason, message):
             await self._ask_operator(reason, message)
+
+    async def shut_down(self, message: str) -> None:
+        """The server stops before the session's final status came: say so ourselves."""
+        if self._client.final_sent:
+            return
+        with contextlib.suppress(ClientGone):
+            await self._finish(Outcome(State.TERMINATED, None, Reason.SERVER_SHUTDOWN, message))
 
     async def run(self, opening: Opening) -> tuple[int, str]:
         """Stream the session; returns the close code and reason for the client."""
@@ -291,8 +298,36 @@ class SessionStream:
         return await self._finish(outcome)
 
     async def _finish(self, outcome: Outcome) -> tuple[int, str]:
+        if self._client.final_sent:  # the server's shutdown already told the client
+            return CloseCode.NORMAL, self.session.state.value
         if not self.session.ended:
             self.session.end(outcome)
         self._metrics.sessions_ended.labels(outcome.reason or "Unknown").inc()
-        await self._client.send(messages.final_state(outcome))
+        await self._client.send_final(messages.final_state(outcome))
         return CloseCode.NORMAL, outcome.state.value
+
+
+class _UntilFinal:
+    """The client link, closed to every message after the final state.
+
+    The final state may come from the stream or from the server's shutdown: once
+    one is sent, the other (and any late output) is not.
+    """
+
+    def __init__(self, client: ClientLink) -> None:
+        self._client = client
+        self.final_sent = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.final_sent:
+            raise ClientGone
+        await self._client.send(message)
+
+    async def send_final(self, message: dict[str, Any]) -> None:
+        if self.final_sent:
+            raise ClientGone
+        self.final_sent = True
+        await self._client.send(message)
+
+    async def receive(self) -> str | bytes | None:
+        return await self._client.receive()
