@@ -77,11 +77,22 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # No Kubernetes Event per handled object: hundreds of sessions would flood them.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    # kopf logs every timer run at INFO: one line per session every 10 s otherwise.
+    objects_log = logging.getLogger("kopf.objects")
+    if _quiet_repairs not in objects_log.filters:
+        objects_log.addFilter(_quiet_repairs)
     memo["context"] = Context(
         settings=config,
         languages=cast(LanguageRegistry, languages),
         kube=await Kube.connect(config.namespace),
         deadlines=Deadlines(),
+    )
+
+
+def _quiet_repairs(record: logging.LogRecord) -> bool:
+    return not (
+        record.levelno <= logging.INFO
+        and record.getMessage().startswith("Timer 'codesession_repaired' succeeded")
     )
 
 
