@@ -39,9 +39,11 @@ lint: venv          ## ruff and mypy
 test-unit: venv runner
 	$(VENV)/bin/pytest tests/unit -q
 
-test: venv ui runner ## everything: lint, unit, integration and end-to-end tests on the local cluster
+test: venv ui        ## everything: lint, unit, integration and end-to-end tests on the local cluster
 	$(MAKE) lint
 	bash cluster/deploy-icee.sh
+	# After the cluster scripts installed musl-tools: the tests run the runner the images ship.
+	$(MAKE) runner
 	$(VENV)/bin/pytest tests/unit tests/integration -q
 	# Apart: sync Playwright and pytest-asyncio do not share a process well.
 	ICEE_API_URL=http://127.0.0.1:30080/ $(VENV)/bin/pytest tests/e2e -q

@@ -162,7 +162,8 @@ def test_compile_then_run_with_input_queued_during_compile(ws: Path) -> None:
     assert r.finish() == 0
     assert [e.payload for e in r.events if e.kind == "b"] == [b"stage=compile", b"stage=run"]
     assert r.output() == b"artefact\n"
-    r2 = Runner.start(ws / "..", request("cat", compile_cmd="sleep 0.3"))
+    (ws / "second").mkdir()
+    r2 = Runner.start(ws / "second", request("cat", compile_cmd="sleep 0.3"))
     r2.send(frame("I", b"typed early\n") + frame("E"))
     assert r2.finish() == 0
     assert r2.output() == b"typed early\n"
@@ -376,7 +377,8 @@ def test_tty_waiting_after_a_prompt(ws: Path) -> None:
 
 # ---------- limits ----------
 
-NOBODY = 65534
+# An unprivileged uid no other process on the host uses: RLIMIT_NPROC counts per uid.
+NOBODY = 64711
 
 
 @pytest.fixture
@@ -502,7 +504,10 @@ def test_fuzzed_frames_never_crash_the_runner(ws: Path) -> None:
         r = Runner.start(d, bytes(data))
         r.close_stdin()
         code = r.finish(timeout=10)
-        # A protocol error (125), a refused file (125), or a clean run: never a crash.
-        assert code in (0, 125), (code, bytes(data))
-        if code == 125:
-            assert r.stderr().startswith("icee-runner: ")
+        # Never a crash: a protocol error or a refused file (125, with a diagnostic),
+        # or stages that ran (whatever command the mutation made) and ended with q.
+        assert code >= 0, (code, bytes(data))
+        if code == 125 and "q" not in r.kinds():
+            assert r.stderr().startswith("icee-runner: "), bytes(data)
+        else:
+            assert r.kinds().endswith("q"), (code, r.kinds(), bytes(data))
