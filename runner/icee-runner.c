@@ -144,7 +144,7 @@ static struct {
     struct rusage ru;
     int64_t exited_ms;
     int64_t last_read_ms;      /* during the drain */
-    int in_w, in_r;            /* pipe mode: program stdin (our write end, a read end for FIONREAD) */
+    int in_w;                  /* pipe mode: program stdin's write end (FIONREAD works on it too) */
     int out_r, err_r;          /* pipe mode: program stdout/stderr */
 
     /* waiting detection */
@@ -724,7 +724,7 @@ static void sample(int late) {
     st.activity = 0;
     if (quiet) {
         int unread = 0;
-        int fd = st.tty ? st.replica : st.in_r;
+        int fd = st.tty ? st.replica : st.in_w;
         if (fd >= 0 && ioctl(fd, FIONREAD, &unread) == 0 && unread > 0) quiet = 0;
     }
     long long cpu = 0;
@@ -823,7 +823,7 @@ static void start_stage(enum stage_kind kind) {
         st.err_r = p_err[0];
         if (set_nonblock(st.out_r) != 0 || set_nonblock(st.err_r) != 0) die_runner("fcntl");
         if (kind == STAGE_RUN) {
-            st.in_r = p_in[0];
+            close_fd(&p_in[0]); /* if the program closes its stdin, our writes fail: input dropped */
             st.in_w = p_in[1];
             if (set_nonblock(st.in_w) != 0) die_runner("fcntl");
         }
@@ -855,7 +855,6 @@ static void reap(void) {
             if (st.tty) close_fd(&st.replica); /* so the master reads EIO once drained */
             if (!st.tty) {
                 close_fd(&st.in_w);
-                close_fd(&st.in_r);
             }
             if (st.waiting) set_running();
         }
@@ -1030,7 +1029,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    st.sigfd = st.master = st.replica = st.in_w = st.in_r = st.out_r = st.err_r = -1;
+    st.sigfd = st.master = st.replica = st.in_w = st.out_r = st.err_r = -1;
     /* The program runs under our uid: it must not ptrace us or open our fds via /proc. */
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die_runner("PR_SET_DUMPABLE");
     /* Orphans of the program come to us (as PID 1 in a pod they would anyway). */

@@ -211,6 +211,16 @@ def test_e_closes_stdin(ws: Path) -> None:
     assert r.output() == b"one\ntwo"
 
 
+def test_input_to_a_program_that_closed_its_stdin_is_dropped(ws: Path) -> None:
+    # Nothing reads it, and the runner holds no read end: the input goes, signals still
+    # get through behind it.
+    r = Runner.start(ws, request("exec 0<&-; echo closed; exec sleep 30"))
+    r.wait_output(b"closed")
+    r.send(frame("I", b"x" * 1000000) + frame("I", b"y" * 1000000))
+    r.send(frame("S", b"SIGTERM"))
+    assert r.finish(timeout=10) == 128 + signal.SIGTERM
+
+
 def test_end_of_the_runners_stdin_counts_as_e(ws: Path) -> None:
     r = Runner.start(ws, request("cat"))
     r.send(frame("I", b"data"))
