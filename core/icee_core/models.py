@@ -117,12 +117,21 @@ class Termination(WireModel):
         return reason
 
 
+class Start(WireModel):
+    """Set by the api when the session's client connects: only then does the session
+    get a sandbox (lazy start). Set once, never changed or removed (CRD CEL rules)."""
+
+    # When the client connected (the operator's start timeout runs from here).
+    at: datetime
+
+
 class CodeSessionSpec(WireModel):
     language: str = Field(min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9-]*$")
     code: str
     limits: Limits = Limits()
     timeouts: Timeouts = Timeouts()
     termination: Termination | None = None
+    start: Start | None = None
 
     @field_validator("code")
     @classmethod
@@ -196,18 +205,23 @@ def clamp_spec(spec: CodeSessionSpec, maxima: ServerMaxima) -> CodeSessionSpec:
     )
 
 
-def codesession_manifest(session_id: str, spec: CodeSessionSpec, namespace: str) -> dict[str, Any]:
-    """The CodeSession object the api creates for a new session."""
+def codesession_manifest(
+    session_id: str, spec: CodeSessionSpec, namespace: str, client: str | None = None
+) -> dict[str, Any]:
+    """The CodeSession object the api creates for a new session.
+
+    ``client``: the label value naming who created it (``names.LABEL_CLIENT``).
+    """
+    labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_LANGUAGE: spec.language}
+    if client is not None:
+        labels[names.LABEL_CLIENT] = client
     return {
         "apiVersion": names.API_VERSION,
         "kind": names.KIND,
         "metadata": {
             "name": names.codesession_name(session_id),
             "namespace": namespace,
-            "labels": {
-                names.LABEL_MANAGED_BY: names.MANAGED_BY,
-                names.LABEL_LANGUAGE: spec.language,
-            },
+            "labels": labels,
         },
         "spec": spec.to_wire(),
     }

@@ -24,6 +24,9 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 COMPONENT_SANDBOX = "sandbox"
 LABEL_SESSION = f"{GROUP}/session"
 LABEL_LANGUAGE = f"{GROUP}/language"
+# On a CodeSession: a hash of the client that created it (its API token or address),
+# so that every api replica can count a client's sessions from the cluster.
+LABEL_CLIENT = f"{GROUP}/client"
 
 # Label selector matching every object the operator creates for sessions.
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
