@@ -6,6 +6,13 @@ bridge ends and the others are cancelled. Stream-side limits (output, stdin, idl
 are checked here because only the stream sees the bytes; when one trips the
 bridge asks the operator to end the session and keeps draining the attach stream
 until the pod goes away, so the final status can follow.
+
+The attach stream speaks the runner protocol (docs/runner.md): client messages
+become I/E/S/Z frames, the runner's stdout frames become output, ``waiting`` /
+``running`` states and, with its final ``q`` frame, the session's outcome, which
+is passed on at once (:attr:`Bridge.outcome`) unless the api asked for the
+session to end (then the operator's reason is the answer). The runner's stderr
+(attach channel 2) is its diagnostics: logged, never shown as program output.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
+from icee_core import runner_protocol as rp
 from icee_core.models import Reason
 
 from icee_api import messages
@@ -25,8 +33,16 @@ from icee_api.attach import AttachClosed
 from icee_api.channel import Channel, ChannelProtocolError, Frame, parse_status
 from icee_api.decoding import StreamDecoder
 from icee_api.limits import ByteBudget, IdleClock
-from icee_api.messages import Eof, Input, MessageError, Terminate, parse_client_message
-from icee_api.session import Session
+from icee_api.messages import (
+    Eof,
+    Input,
+    MessageError,
+    Resize,
+    SendSignal,
+    Terminate,
+    parse_client_message,
+)
+from icee_api.session import Outcome, Session, State
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +62,7 @@ class ClientLink(Protocol):
 class AttachLink(Protocol):
     """The program side; sends raise AttachClosed once the attach connection is gone."""
 
-    @property
-    def can_close_stdin(self) -> bool: ...
-
     async def send_stdin(self, data: bytes) -> None: ...
-
-    async def close_stdin(self) -> None: ...
 
     def frames(self) -> AsyncIterator[Frame]: ...
 
@@ -65,6 +76,10 @@ class StreamLimits:
     stdin_bytes: int
     idle_seconds: float
     termination_timeout: float
+
+
+# A runner diagnostic line is logged up to this many characters.
+_DIAGNOSTIC_LOG_CHARS = 300
 
 
 class BridgeEnd(Enum):
@@ -82,6 +97,8 @@ class Bridge:
         limits: StreamLimits,
         terminate: Terminator,
         on_output: Callable[[str, int], None] | None = None,
+        *,
+        tty: bool = False,
     ) -> None:
         self.session = session
         self._client = client
@@ -94,6 +111,13 @@ class Bridge:
         self.idle = IdleClock(limits.idle_seconds)
         self._ending = asyncio.Event()
         self._stdin_closed = False
+        self._tty = tty
+        self._decoder = rp.Decoder()
+        self._stages: dict[str, rp.StageEnded] = {}
+        # The outcome the runner reported (its q frame), when it is the answer.
+        self.outcome: Outcome | None = None
+        # Set when the runner's stream broke the protocol (the operator's status decides).
+        self.protocol_error: str | None = None
 
     async def run(self) -> BridgeEnd:
         tasks = {
@@ -132,33 +156,94 @@ class Bridge:
             await self._client.send(message)
 
     async def _pod_to_client(self) -> BridgeEnd:
-        decoders = {Channel.STDOUT: StreamDecoder(), Channel.STDERR: StreamDecoder()}
+        decoders = {"stdout": StreamDecoder(), "stderr": StreamDecoder()}
         try:
             async for frame in self._attach.frames():
-                if frame.channel in decoders:
-                    await self._relay_output(frame, decoders[frame.channel])
+                if frame.channel is Channel.STDOUT:
+                    if await self._runner_output(frame.data, decoders):
+                        break
+                elif frame.channel is Channel.STDERR:
+                    self._diagnostic(frame.data)
                 elif frame.channel is Channel.ERROR:
                     status = parse_status(frame.data)
                     if not status.success:
                         log.info("attach %s: %s %s", self.session.id, status.reason, status.message)
-            for chan, decoder in decoders.items():
+            for stream, decoder in decoders.items():
                 tail = decoder.flush()
                 if tail and not self.output.exceeded:
-                    await self._client.send(messages.output(_stream_name(chan), tail))
+                    await self._client.send(messages.output(stream, tail))
         except ClientGone:
             return BridgeEnd.CLIENT_GONE
         except ChannelProtocolError as exc:
             log.warning("attach %s: %s", self.session.id, exc)
+        except rp.RunnerProtocolError as exc:
+            # Untrusted (the runner runs as the session's uid): stop reading, say why,
+            # and let the operator's status decide how the session ended.
+            self.protocol_error = str(exc)
+            log.warning("session %s: runner protocol error: %s", self.session.id, exc)
+            await self._client_send_quietly(
+                messages.error(f"the sandbox's output stream is broken ({exc}); ending it")
+            )
         return BridgeEnd.PROGRAM_ENDED
 
-    async def _relay_output(self, frame: Frame, decoder: StreamDecoder) -> None:
-        if not frame.data or self.output.exceeded:
+    async def _runner_output(self, data: bytes, decoders: dict[str, StreamDecoder]) -> bool:
+        """Pass one attach frame's runner events on; True after the final ``q`` frame."""
+        for event in self._decoder.feed(data):
+            if isinstance(event, rp.Output):
+                await self._relay_output(event.stream, event.data, decoders[event.stream])
+            elif isinstance(event, rp.Waiting):
+                if self.session.state is State.RUNNING:
+                    self.session.wait()
+                    await self._client.send(messages.state(State.WAITING))
+            elif isinstance(event, rp.Running):
+                if self.session.state is State.WAITING:
+                    self.session.resume()
+                    await self._client.send(messages.state(State.RUNNING))
+            elif isinstance(event, rp.StageEnded):
+                self._stages[event.stage.value] = event
+            elif isinstance(event, rp.Quit):
+                self.outcome = self._runner_outcome(event.result)
+                return True
+        return False
+
+    def _runner_outcome(self, result: rp.Result) -> Outcome | None:
+        """The final state the runner's report implies; None when the operator must say.
+
+        A termination the api asked for wins (the runner then only saw a signal), and
+        a setup failure is the operator's to name (StartFailed).
+        """
+        if self.session.termination is not None or self.session.ended:
+            return None
+        usage = {stage: ended.usage() for stage, ended in self._stages.items()}
+        run = self._stages.get(rp.Stage.RUN.value)
+        compile_ = self._stages.get(rp.Stage.COMPILE.value)
+        if result is rp.Result.COMPLETED and run is not None and run.exit_code == 0:
+            return Outcome(State.FINISHED, 0, Reason.COMPLETED, usage=usage)
+        if result in (rp.Result.ERROR, rp.Result.SIGNALED) and run is not None:
+            code = run.exit_code if run.signal == 0 else 128 + run.signal
+            return Outcome(State.FINISHED, code, Reason.ERROR, usage=usage)
+        if result is rp.Result.COMPILE_ERROR and compile_ is not None and run is None:
+            code = compile_.exit_code if compile_.signal == 0 else 128 + compile_.signal
+            return Outcome(
+                State.FINISHED,
+                code,
+                Reason.COMPILATION_ERROR,
+                "the program did not compile",
+                usage=usage,
+            )
+        return None
+
+    def _diagnostic(self, data: bytes) -> None:
+        text = data.decode("utf-8", "replace").rstrip("\n")
+        log.info("session %s: %s", self.session.id, text[:_DIAGNOSTIC_LOG_CHARS])
+
+    async def _relay_output(self, stream: str, data: bytes, decoder: StreamDecoder) -> None:
+        if not data or self.output.exceeded:
             return  # after the cap: drain and drop until the operator ends the pod
         self.idle.touch()
-        allowed = self.output.take(len(frame.data))
-        text = decoder.decode(frame.data[:allowed])
+        allowed = self.output.take(len(data))
+        text = decoder.decode(data[:allowed])
         if text:
-            stream = _stream_name(frame.channel)
             await self._client.send(messages.output(stream, text))
             if self._on_output is not None:
                 self._on_output(stream, allowed)
@@ -196,21 +281,23 @@ class Bridge:
             await self.request_termination(Reason.USER_TERMINATED, "terminated by the client")
         elif self.session.termination is not None:
             await self._client.send(messages.error("the session is ending; input ignored"))
+        elif isinstance(msg, SendSignal):
+            self.idle.touch()
+            await self._attach.send_stdin(rp.signal(msg.signal))
+        elif isinstance(msg, Resize):
+            if not self._tty:
+                await self._client.send(messages.error("resize needs a tty session"))
+                return
+            await self._attach.send_stdin(rp.resize(rp.TerminalSize(msg.cols, msg.rows)))
         elif self._stdin_closed:
             await self._client.send(messages.error("stdin is already closed"))
         elif isinstance(msg, Input):
             await self._send_input(msg.data.encode("utf-8"))
         elif isinstance(msg, Eof):
-            if not self._attach.can_close_stdin:
-                await self._client.send(
-                    messages.error(
-                        "eof is not supported: the cluster speaks only v4.channel.k8s.io"
-                    )
-                )
-                return
-            self._stdin_closed = True
+            # A terminal reads on after Ctrl-D (the runner sends VEOF); a pipe is closed.
+            self._stdin_closed = not self._tty
             self.idle.touch()
-            await self._attach.close_stdin()
+            await self._attach.send_stdin(rp.eof())
 
     async def _send_input(self, data: bytes) -> None:
         if not data:
@@ -222,7 +309,8 @@ class Bridge:
             )
             return
         self.idle.touch()
-        await self._attach.send_stdin(data)
+        for frame in rp.input_frames(data):
+            await self._attach.send_stdin(frame)
 
     async def _watchdog(self) -> BridgeEnd:
         # Sleeps until the earliest moment the session could be idle; no polling.
@@ -238,7 +326,3 @@ class Bridge:
                 await asyncio.wait_for(self._ending.wait(), remaining)
         await asyncio.sleep(self._limits.termination_timeout)
         return BridgeEnd.STUCK
-
-
-def _stream_name(chan: Channel) -> str:
-    return "stdout" if chan is Channel.STDOUT else "stderr"

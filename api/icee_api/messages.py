@@ -1,8 +1,9 @@
 """The WebSocket protocol between the api and its clients (JSON text frames).
 
-client -> server: ``input`` {data}, ``eof``, ``terminate``.
+client -> server: ``input`` {data}, ``eof``, ``terminate``, ``signal`` {signal},
+``resize`` {cols, rows}.
 server -> client: ``stdout`` / ``stderr`` {data}, ``state`` {state, exitCode?,
-reason?, message?}, ``error`` {message}.
+reason?, message?, usage?}, ``error`` {message}.
 Close codes below 4000 are the RFC 6455 ones; 44xx mirror the HTTP status they mean.
 """
 
@@ -12,6 +13,8 @@ import json
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
+
+from icee_core.runner_protocol import MAX_TERMINAL, Signal
 
 from icee_api.session import Outcome, State
 
@@ -40,9 +43,22 @@ class Terminate:
     pass
 
 
-ClientMessage = Input | Eof | Terminate
+@dataclass(frozen=True, slots=True)
+class SendSignal:
+    signal: Signal
 
-CLIENT_TYPES = ("input", "eof", "terminate")
+
+@dataclass(frozen=True, slots=True)
+class Resize:
+    cols: int
+    rows: int
+
+
+ClientMessage = Input | Eof | Terminate | SendSignal | Resize
+
+CLIENT_TYPES = ("input", "eof", "terminate", "signal", "resize")
+# What a client may send to the program's process group.
+CLIENT_SIGNALS = (Signal.SIGINT, Signal.SIGTERM, Signal.SIGKILL)
 
 
 class MessageError(ValueError):
@@ -66,6 +82,18 @@ def parse_client_message(raw: str) -> ClientMessage:
         return Eof()
     if kind == "terminate":
         return Terminate()
+    if kind == "signal":
+        name = obj.get("signal")
+        if name not in CLIENT_SIGNALS:
+            names = ", ".join(CLIENT_SIGNALS)
+            raise MessageError(f"a 'signal' message needs 'signal': one of {names}")
+        return SendSignal(Signal(name))
+    if kind == "resize":
+        cols, rows = obj.get("cols"), obj.get("rows")
+        for key, value in (("cols", cols), ("rows", rows)):
+            if type(value) is not int or not 1 <= value <= MAX_TERMINAL:
+                raise MessageError(f"a 'resize' message needs integer '{key}' in 1..{MAX_TERMINAL}")
+        return Resize(int(cols), int(rows))  # type: ignore[arg-type]
     if kind is None:
         raise MessageError("message has no 'type'")
     raise MessageError(f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
@@ -88,6 +116,8 @@ def final_state(outcome: Outcome) -> dict[str, Any]:
     }
     if outcome.message:
         msg["message"] = outcome.message
+    if outcome.usage:
+        msg["usage"] = outcome.usage
     return msg
 
 

@@ -2,9 +2,12 @@
 
 ::
 
-    pending ──> running ──> finished | terminated
-       └───────────────────> finished | terminated
+    pending ──> running <──> waiting
+       │           │            │
+       └───────────┴────────────┴──> finished | terminated
 
+``waiting``: the program consumed all input sent so far and is blocked reading
+more (the runner's ``w`` report), ``running`` again once it resumes.
 ``finished``: the program ended by itself; ``terminated``: something ended it
 (a limit, the user, the server). Terminal states accept no further move, and an
 invalid move raises instead of being ignored, so a bug shows up where it happens.
@@ -21,6 +24,7 @@ from enum import StrEnum
 class State(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"
     FINISHED = "finished"
     TERMINATED = "terminated"
 
@@ -29,7 +33,8 @@ TERMINAL = frozenset({State.FINISHED, State.TERMINATED})
 
 _MOVES: dict[State, frozenset[State]] = {
     State.PENDING: frozenset({State.RUNNING, State.FINISHED, State.TERMINATED}),
-    State.RUNNING: frozenset({State.FINISHED, State.TERMINATED}),
+    State.RUNNING: frozenset({State.WAITING, State.FINISHED, State.TERMINATED}),
+    State.WAITING: frozenset({State.RUNNING, State.FINISHED, State.TERMINATED}),
     State.FINISHED: frozenset(),
     State.TERMINATED: frozenset(),
 }
@@ -50,6 +55,8 @@ class Outcome:
     exit_code: int | None
     reason: str
     message: str = ""
+    # Per stage (compile, run): exitCode, cpuMillis, memoryBytes, wallMillis.
+    usage: dict[str, dict[str, int]] | None = None
 
     def __post_init__(self) -> None:
         if self.state not in TERMINAL:
@@ -79,6 +86,12 @@ class Session:
         self.state = target
 
     def start(self) -> None:
+        self._move(State.RUNNING)
+
+    def wait(self) -> None:
+        self._move(State.WAITING)
+
+    def resume(self) -> None:
         self._move(State.RUNNING)
 
     def end(self, outcome: Outcome) -> None:

@@ -2,10 +2,12 @@
 
 pending:  watch the pod ``run-<id>`` until its container runs (and the CodeSession,
           in case the session ends before it ever starts);
-running:  open attach, release the held program with one byte on stdin, bridge;
-final:    attach carries no exit code, so wait for the operator's final status on
-          the CodeSession and pass it on.
-A container that already ended when the client comes is replayed from its log.
+running:  open attach, send the runner its request (files, commands, terminal;
+          nothing runs before that), bridge;
+final:    the runner's final report when it is the answer (the program ended by
+          itself), else the operator's final status on the CodeSession.
+A container that already ended when the client comes is replayed from its log
+(the runner's frames: stdout and stderr stay apart).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from icee_core import names
-from icee_core.models import Limits, Reason, Timeouts
+from icee_core import runner_protocol as rp
+from icee_core.languages import LanguageRegistry
+from icee_core.models import CodeSessionSpec, Limits, Reason, Timeouts
+from pydantic import ValidationError
 
 from icee_api import messages
 from icee_api.attach import AttachBuffers, AttachError, open_attach
@@ -29,6 +33,7 @@ from icee_api.limits import ByteBudget
 from icee_api.live import LiveSessions
 from icee_api.messages import CloseCode
 from icee_api.metrics import Metrics
+from icee_api.run_request import build_request
 from icee_api.session import Outcome, Session, State
 from icee_api.watches import Watches, outcome_of, status_of
 
@@ -53,14 +58,27 @@ class Opening:
     limits: Limits
     timeouts: Timeouts
     outcome: Outcome | None
+    # The runner's request, encoded; None when the spec cannot run here (the
+    # operator ends such a session as InvalidSpec).
+    request: bytes | None = None
+    tty: bool = False
 
     @classmethod
-    def of(cls, obj: dict[str, Any]) -> Opening:
+    def of(cls, obj: dict[str, Any], languages: LanguageRegistry) -> Opening:
         spec = obj.get("spec") or {}
+        request, tty = None, False
+        try:
+            parsed = CodeSessionSpec.model_validate(spec)
+            request = rp.request(build_request(parsed, languages.get(parsed.language)))
+            tty = parsed.tty
+        except (ValidationError, KeyError, ValueError) as exc:
+            log.info("session spec cannot be run: %s", str(exc)[:200])
         return cls(
             limits=Limits.model_validate(spec.get("limits") or {}),
             timeouts=Timeouts.model_validate(spec.get("timeouts") or {}),
             outcome=outcome_of(status_of(obj)),
+            request=request,
+            tty=tty,
         )
 
 
@@ -120,7 +138,7 @@ class SessionStream:
 
     async def run(self, opening: Opening) -> tuple[int, str]:
         """Stream the session; returns the close code and reason for the client."""
-        limits, timeouts, outcome = opening.limits, opening.timeouts, opening.outcome
+        limits, outcome = opening.limits, opening.outcome
         try:
             if outcome is not None:
                 await self._replay_log(limits.output_bytes)
@@ -136,8 +154,11 @@ class SessionStream:
                 )
                 await self._client.send(messages.error("the session did not start in time"))
                 return await self._finish_from_status()
-            if started.running:
-                end = await self._attach_and_bridge(limits, timeouts, started.early)
+            if started.running and opening.request is None:
+                await self._client.send(messages.error("the session's spec cannot be run"))
+            elif started.running:
+                assert opening.request is not None
+                end = await self._attach_and_bridge(opening, started.early)
                 if end is BridgeEnd.CLIENT_GONE:
                     return CloseCode.NORMAL, "client gone"
                 if end is BridgeEnd.STUCK:
@@ -145,6 +166,8 @@ class SessionStream:
                         messages.error("the session did not end after it was asked to")
                     )
                     return CloseCode.INTERNAL_ERROR, "session did not end"
+                if self.session.ended and self.session.outcome is not None:
+                    return await self._finish(self.session.outcome)
             else:
                 await self._replay_log(limits.output_bytes)
             return await self._finish_from_status()
@@ -195,11 +218,9 @@ class SessionStream:
 
     # -- running -------------------------------------------------------------------
 
-    async def _attach_and_bridge(
-        self, limits: Limits, timeouts: Timeouts, early: bool
-    ) -> BridgeEnd:
+    async def _attach_and_bridge(self, opening: Opening, early: bool) -> BridgeEnd:
         try:
-            return await self._bridge_through_attach(limits, timeouts)
+            return await self._bridge_through_attach(opening)
         except AttachError as exc:
             self._bridge = None
             if early:
@@ -208,18 +229,20 @@ class SessionStream:
                 log.info("early attach %s refused (%s); waiting for the pod status", self.id, exc)
                 started = await self._wait_for_start(events=False)
                 if isinstance(started, _Started) and started.running:
-                    return await self._attach_and_bridge(limits, timeouts, early=False)
+                    return await self._attach_and_bridge(opening, early=False)
             else:
                 # The container may have ended between the watch and attach: read its log.
                 self._metrics.attach_failures.inc()
                 log.info("attach %s failed: %s", self.id, exc)
-            await self._replay_log(limits.output_bytes)
+            await self._replay_log(opening.limits.output_bytes)
             return BridgeEnd.PROGRAM_ENDED
 
-    async def _bridge_through_attach(self, limits: Limits, timeouts: Timeouts) -> BridgeEnd:
+    async def _bridge_through_attach(self, opening: Opening) -> BridgeEnd:
+        limits, timeouts = opening.limits, opening.timeouts
+        assert opening.request is not None
         target = self._cluster.attach_target(self.id)
         async with open_attach(target, self._buffers) as attach:
-            await attach.send_stdin(names.HOLD_RELEASE_BYTE)
+            await attach.send_stdin(opening.request)
             if self.session.state is State.PENDING:
                 self.session.start()
                 self._metrics.session_start.observe(time.monotonic() - self._since)
@@ -236,11 +259,16 @@ class SessionStream:
                 ),
                 self._ask_operator,
                 self._count_output,
+                tty=opening.tty,
             )
             self._bridge = bridge
             end = await bridge.run()
             if end is BridgeEnd.CLIENT_GONE:
                 await bridge.request_termination(Reason.CLIENT_GONE, "the client disconnected")
+            elif bridge.outcome is not None and not self.session.ended:
+                # The runner's final report: the program ended by itself. Passed on now;
+                # the operator still writes the CodeSession's status from the pod.
+                self.session.end(bridge.outcome)
             return end
 
     def _count_output(self, stream: str, size: int) -> None:
@@ -260,20 +288,32 @@ class SessionStream:
     # -- ended ---------------------------------------------------------------------
 
     async def _replay_log(self, output_bytes: int) -> None:
-        """Send what an already ended container wrote (stdout and stderr interleaved)."""
+        """Send what an already ended container wrote, from the runner's frames in its log."""
         budget = ByteBudget(output_bytes)
-        decoder = StreamDecoder()
+        decoder = rp.Decoder(log=True)
+        texts = {"stdout": StreamDecoder(), "stderr": StreamDecoder()}
+        # Frames add a header per piece of output; the log may be larger than the output.
+        limit = 2 * output_bytes + (64 << 10)
         try:
-            async for chunk in self._cluster.read_log(self.id, output_bytes + 1):
-                text = decoder.decode(chunk[: budget.take(len(chunk))])
-                if text:
-                    await self._client.send(messages.output("stdout", text))
+            async for chunk in self._cluster.read_log(self.id, limit):
+                for event in decoder.feed(chunk):
+                    if isinstance(event, rp.Output) and not budget.exceeded:
+                        allowed = budget.take(len(event.data))
+                        text = texts[event.stream].decode(event.data[:allowed])
+                        if text:
+                            await self._client.send(messages.output(event.stream, text))
+                    elif isinstance(event, rp.Diagnostic):
+                        log.info("session %s: %s", self.id, event.text[:300])
         except KubeError as exc:
             log.info("session %s: no log to replay: %s", self.id, exc)
             return
-        tail = decoder.flush()
-        if tail:
-            await self._client.send(messages.output("stdout", tail))
+        except rp.RunnerProtocolError as exc:
+            log.warning("session %s: log replay: %s", self.id, exc)
+            await self._client.send(messages.error(f"the session's log could not be read: {exc}"))
+        for stream, text_decoder in texts.items():
+            tail = text_decoder.flush()
+            if tail:
+                await self._client.send(messages.output(stream, tail))
         if budget.exceeded:
             await self._client.send(messages.error("output truncated at the output limit"))
 

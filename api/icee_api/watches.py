@@ -33,7 +33,8 @@ def outcome_of(status: CodeSessionStatus) -> Outcome | None:
         return None
     state = State.FINISHED if status.phase is Phase.FINISHED else State.TERMINATED
     reason = status.reason.value if status.reason is not None else ""
-    return Outcome(state, status.exit_code, reason, status.message or "")
+    usage = status.usage.to_wire() if status.usage is not None else None
+    return Outcome(state, status.exit_code, reason, status.message or "", usage or None)
 
 
 def status_of(obj: dict[str, Any]) -> CodeSessionStatus:

@@ -125,11 +125,20 @@ class Start(WireModel):
     at: datetime
 
 
+TERMINAL_MAX = 1000
+DEFAULT_COLS = 80
+DEFAULT_ROWS = 24
+
+
 class CodeSessionSpec(WireModel):
     language: str = Field(min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9-]*$")
     code: str
     limits: Limits = Limits()
     timeouts: Timeouts = Timeouts()
+    # A pseudo-terminal for the program (stdout and stderr become one stream).
+    tty: bool = False
+    cols: int | None = Field(default=None, ge=1, le=TERMINAL_MAX)
+    rows: int | None = Field(default=None, ge=1, le=TERMINAL_MAX)
     termination: Termination | None = None
     start: Start | None = None
 
@@ -142,6 +151,21 @@ class CodeSessionSpec(WireModel):
         if size > CODE_MAX_BYTES:
             raise ValueError(f"code is {size} bytes; at most {CODE_MAX_BYTES} are accepted")
         return code
+
+
+class StageUsage(WireModel):
+    """What one stage (compile or run) cost, as the runner measured it (wait4)."""
+
+    exit_code: int = Field(ge=-1, le=255)  # -1: killed by a signal
+    signal: int = Field(default=0, ge=0, le=128)
+    cpu_millis: int = Field(ge=0)
+    memory_bytes: int = Field(ge=0)
+    wall_millis: int = Field(ge=0)
+
+
+class Usage(WireModel):
+    compile: StageUsage | None = None
+    run: StageUsage | None = None
 
 
 class Condition(WireModel):
@@ -166,6 +190,7 @@ class CodeSessionStatus(WireModel):
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    usage: Usage | None = None
     conditions: list[Condition] = []
 
     @property

@@ -33,12 +33,10 @@ MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 # The one container of a sandbox pod; the api attaches to it by this name.
 CONTAINER_NAME = "program"
-# Where the source ConfigMap is mounted (read-only) and the only writable path.
-SOURCE_DIR = "/icee/src"
+# The only writable path, where the runner writes the source files.
 WORKSPACE_DIR = "/workspace"
-# The pod holds the program until it reads exactly this one byte on stdin; the api
-# sends it as soon as its attach is connected, so no output is written unheard.
-HOLD_RELEASE_BYTE = b"\n"
+# The in-sandbox runner (docs/runner.md), the container's command in every sandbox image.
+RUNNER_PATH = "/usr/local/bin/icee-runner"
 
 _SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -66,10 +64,6 @@ def pod_name(session_id: str) -> str:
     return f"run-{validate_session_id(session_id)}"
 
 
-def configmap_name(session_id: str) -> str:
-    return f"code-{validate_session_id(session_id)}"
-
-
 def session_id_from_pod_name(name: str) -> str | None:
     if not name.startswith("run-"):
         return None
@@ -78,7 +72,7 @@ def session_id_from_pod_name(name: str) -> str | None:
 
 
 def session_labels(session_id: str) -> dict[str, str]:
-    """Labels on everything owned by one session (ConfigMap and Pod)."""
+    """Labels on everything owned by one session (its Pod)."""
     return {
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_SESSION: validate_session_id(session_id),

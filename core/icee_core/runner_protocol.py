@@ -8,9 +8,9 @@ is untrusted input: every header, size and field is checked, buffering is bounde
 (a header line, or one small event payload; program output is passed on as it
 arrives, never gathered), and anything off raises :class:`RunnerProtocolError`.
 
-The operator reads the same frames from the end of the container log
-(:func:`read_tail`): the ``q`` frame is the last thing the runner writes, the run
-stage's ``x`` frame comes right before it.
+The operator reads the same frames from the container log: :func:`read_tail` its
+end (the ``q`` frame is the last thing the runner writes, the last stage's ``x``
+frame comes right before it), :func:`stage_ends` its beginning.
 """
 
 from __future__ import annotations
@@ -408,7 +408,7 @@ class Tail:
     """What the last frames of a runner's log say (None where absent or unreadable)."""
 
     result: Result | None = None
-    run: StageEnded | None = None
+    ended: StageEnded | None = None  # the last stage's end (the compile stage's if it failed)
 
 
 def read_tail(text: str | bytes) -> Tail:
@@ -417,7 +417,7 @@ def read_tail(text: str | bytes) -> Tail:
     A tail starts anywhere (the kubelet keeps the last 2 KiB / 80 lines as the
     termination message), so it is read from its end, line by line: trailing runner
     diagnostics are skipped, then ``q <n>`` + payload, then ``x <n>`` + payload.
-    Program output cannot pose as these: the runner writes them after it.
+    Program output cannot pose as these: the runner writes them after all of it.
     """
     data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
     lines = data.split(b"\n")
@@ -448,3 +448,13 @@ def _last_frame(lines: list[bytes], kind: str) -> Event | None:
         return None
     del lines[-2:]
     return event
+
+
+def stage_ends(head: bytes) -> list[StageEnded]:
+    """The ``x`` frames in the beginning of a pod log, up to where it is cut or breaks."""
+    decoder = Decoder(log=True)
+    try:
+        events = decoder.feed(head)
+    except RunnerProtocolError:
+        return []  # the events before the break are lost with it; rare (a merged diagnostic)
+    return [event for event in events if isinstance(event, StageEnded)]

@@ -1,1 +1,1 @@
-"""The icee operator: CodeSession -> ConfigMap + locked-down Pod, status, cleanup."""
+"""The icee operator: CodeSession -> locked-down Pod, status, cleanup."""

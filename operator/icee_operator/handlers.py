@@ -1,6 +1,6 @@
 """kopf handlers: thin adapters from Kubernetes events to `sessions`.
 
-- CodeSession created            -> start: ConfigMap + Pod, status Pending
+- CodeSession created            -> start: Pod, status Pending
 - spec.termination set (by api)  -> Terminated with that reason, pod deleted
 - sandbox Pod changed or deleted -> status follows it; ended -> pod and code deleted
 - operator (re)started           -> every CodeSession reconciled against its pod,
@@ -14,7 +14,7 @@ stated reason where one fits (a sandbox that cannot be created: StartFailed), an
 the periodic repair picks up the rest.
 
 No finalizers: owner references let Kubernetes' garbage collector remove a
-session's Pod and ConfigMap with it, and the CodeSession can always be deleted,
+session's Pod with it, and the CodeSession can always be deleted,
 even with the operator down.
 """
 

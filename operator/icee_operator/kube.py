@@ -94,9 +94,6 @@ class Kube:
 
     # Owned objects
 
-    async def create_configmap(self, body: Mapping[str, Any]) -> None:
-        await _ignore_existing(self._core.create_namespaced_config_map(self.namespace, body))
-
     async def create_pod(self, body: Mapping[str, Any]) -> None:
         await _ignore_existing(self._core.create_namespaced_pod(self.namespace, body))
 
@@ -117,8 +114,41 @@ class Kube:
             )
         )
 
-    async def delete_configmap(self, name: str) -> None:
-        await _ignore_missing(self._core.delete_namespaced_config_map(name, self.namespace))
+    async def read_log(
+        self,
+        name: str,
+        max_bytes: int,
+        *,
+        tail_lines: int | None = None,
+        limit_bytes: int | None = None,
+    ) -> bytes:
+        """The sandbox container's log (or its last lines), at most ``max_bytes`` of it.
+
+        Empty when the pod or its log is gone.
+        """
+        kwargs: dict[str, Any] = {"container": names.CONTAINER_NAME}
+        if tail_lines is not None:
+            kwargs["tail_lines"] = tail_lines
+        if limit_bytes is not None:
+            kwargs["limit_bytes"] = limit_bytes
+        try:
+            resp = await self._core.read_namespaced_pod_log(
+                name, self.namespace, _preload_content=False, **kwargs
+            )
+        except ApiException as error:
+            if error.status in (400, 404):
+                return b""
+            raise
+        try:
+            data = bytearray()
+            while len(data) < max_bytes:
+                chunk = await resp.content.read(max_bytes - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            return bytes(data)
+        finally:
+            resp.release()
 
 
 async def _ignore_missing(call: Any) -> None:

@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from icee_core import names
-from icee_core.models import Phase, Reason
+from icee_core.models import Phase, Reason, Usage
+from icee_core.runner_protocol import Result, read_tail
 
-from icee_operator.pods import COMPILATION_FAILED_MARKER
+from icee_operator.pods import SANDBOX_SETUP_FAILED
 
 # Waiting reasons that will not resolve by themselves for an interactive session.
 FATAL_WAITING_REASONS = frozenset(
@@ -37,6 +38,7 @@ class Observation:
     pod_name: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    usage: Usage | None = None
 
 
 def observe_pod(pod: Mapping[str, Any]) -> Observation:
@@ -121,12 +123,25 @@ def _ended(terminated: Mapping[str, Any], pod_name: str | None) -> Observation:
             pod_name=pod_name,
             **times,
         )
-    if (terminated.get("message") or "").strip() == COMPILATION_FAILED_MARKER:
+    # On a non-zero exit the kubelet puts the log's tail here (FallbackToLogsOnError);
+    # its last frame is the runner's result. The exit code stays the container's.
+    result = read_tail(terminated.get("message") or "").result if exit_code else None
+    if result is Result.COMPILE_ERROR:
         return Observation(
             Phase.FINISHED,
             Reason.COMPILATION_ERROR,
             exit_code=exit_code,
             message="the program did not compile",
+            pod_name=pod_name,
+            **times,
+        )
+    if result is Result.SETUP_FAILED or (result is None and exit_code == SANDBOX_SETUP_FAILED):
+        # No q frame and 125: the runner stopped on a protocol error (docs/runner.md).
+        return Observation(
+            Phase.TERMINATED,
+            Reason.START_FAILED,
+            exit_code=exit_code,
+            message="the sandbox could not set the program up (see the pod log)",
             pod_name=pod_name,
             **times,
         )

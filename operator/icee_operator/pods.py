@@ -1,7 +1,9 @@
-"""Pure builders of the objects a session owns: its source ConfigMap and its Pod.
+"""The pure builder of a session's Pod.
 
 Every hardening setting of the sandbox is in `build_pod`, in one place; nothing
-here talks to the cluster (the handlers add owner references and create them).
+here talks to the cluster (the handlers add the owner reference and create it).
+The container runs the in-sandbox runner (docs/runner.md): the api sends it the
+source files and commands over the attach stream, so the pod carries no code.
 """
 
 from __future__ import annotations
@@ -14,15 +16,11 @@ from icee_core.models import CodeSessionSpec
 
 from icee_operator.settings import OperatorSettings
 
-SOURCE_VOLUME = "source"
 WORKSPACE_VOLUME = "workspace"
 TERMINATION_LOG = "/dev/termination-log"
-# Written to the termination log when the compile step fails, so the operator can
-# tell a compile error from the program's own non-zero exit.
-COMPILATION_FAILED_MARKER = "icee:compilation-failed"
 # The pod's own deadline trails the operator's by this much.
 DEADLINE_BACKSTOP_SECONDS = 5
-# Exit code of the sandbox script itself failing (before the program runs).
+# The runner's exit code when it fails before the program runs (or on a protocol error).
 SANDBOX_SETUP_FAILED = 125
 
 BASE_ENV = {
@@ -37,45 +35,6 @@ def sandbox_uid(session_id: str, settings: OperatorSettings) -> int:
     """A uid for this session (stable for its id) from the configured range."""
     offset = int(names.validate_session_id(session_id).replace("-", ""), 16)
     return settings.sandbox_uid_base + offset % settings.sandbox_uid_count
-
-
-def sandbox_script(language: Language, pids: int) -> str:
-    """The container's /bin/sh script: prepare, hold, compile, exec the program."""
-    source = f"{names.SOURCE_DIR}/{language.file_name}"
-    commands = language.commands(language.file_name)
-    lines = [
-        # RLIMIT_NPROC counts this uid's processes+threads. A pids cgroup cannot do it:
-        # under gVisor the pod's cgroup also holds the sandbox kernel's own threads.
-        # dash spells it -p, bash -u; with neither, refuse to run the program.
-        f"{{ ulimit -p {pids} || ulimit -u {pids}; }} 2>/dev/null"
-        f" || {{ echo 'icee: no process cap' >&2; exit {SANDBOX_SETUP_FAILED}; }}",
-        "ulimit -c 0",
-        f"cp {source} {language.file_name} || exit {SANDBOX_SETUP_FAILED}",
-        # Hold until the api's attach is connected and sends one byte: nothing the
-        # program writes can be lost before someone listens.
-        "head -c 1 >/dev/null",
-    ]
-    if commands.compile:
-        lines.append(
-            f"{commands.compile}"
-            f" || {{ rc=$?; printf %s {COMPILATION_FAILED_MARKER} >{TERMINATION_LOG}; exit $rc; }}"
-        )
-    lines.append(f"exec {commands.run}")
-    return "\n".join(lines) + "\n"
-
-
-def build_configmap(session_id: str, spec: CodeSessionSpec, language: Language) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": names.configmap_name(session_id),
-            "labels": names.session_labels(session_id),
-        },
-        # Immutable: the kubelet need not watch it.
-        "immutable": True,
-        "data": {language.file_name: spec.code},
-    }
 
 
 def build_pod(
@@ -112,17 +71,16 @@ def build_pod(
                 "name": WORKSPACE_VOLUME,
                 "emptyDir": {"medium": "Memory", "sizeLimit": str(limits.workspace_bytes)},
             },
-            {
-                "name": SOURCE_VOLUME,
-                "configMap": {"name": names.configmap_name(session_id), "defaultMode": 0o444},
-            },
         ],
         "containers": [
             {
                 "name": names.CONTAINER_NAME,
                 "image": language.image,
                 "imagePullPolicy": settings.image_pull_policy,
-                "command": ["/bin/sh", "-c", sandbox_script(language, limits.pids)],
+                # The runner waits for the api's request on stdin (so nothing runs or is
+                # written before someone listens), then compiles and runs the program with
+                # RLIMIT_NPROC = limits.pids (sent in the request's L frame).
+                "command": [names.RUNNER_PATH],
                 "workingDir": names.WORKSPACE_DIR,
                 "env": [{"name": key, "value": value} for key, value in env.items()],
                 # The api attaches to stdin/stdout/stderr; no TTY, so stdout and stderr
@@ -157,10 +115,11 @@ def build_pod(
                 },
                 "volumeMounts": [
                     {"name": WORKSPACE_VOLUME, "mountPath": names.WORKSPACE_DIR},
-                    {"name": SOURCE_VOLUME, "mountPath": names.SOURCE_DIR, "readOnly": True},
                 ],
                 "terminationMessagePath": TERMINATION_LOG,
-                "terminationMessagePolicy": "File",
+                # The runner's last frame (q, result=...) ends the log: on a non-zero exit
+                # its tail is the termination message and tells a compile error apart.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],
     }

@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from icee_core import names
 from icee_core.languages import LanguageRegistry, UnknownLanguageError
-from icee_core.models import CodeSessionSpec, CodeSessionStatus, Phase, Reason, clamp_spec
+from icee_core.models import (
+    FINAL_PHASES,
+    CodeSessionSpec,
+    CodeSessionStatus,
+    Phase,
+    Reason,
+    clamp_spec,
+)
 from pydantic import ValidationError
 
 from icee_operator.deadlines import Deadlines
 from icee_operator.kube import Conflict, Gone, Kube
 from icee_operator.observation import Observation, observe_pod, pod_lost
-from icee_operator.pods import build_configmap, build_pod
+from icee_operator.pods import build_pod
 from icee_operator.settings import OperatorSettings
 from icee_operator.transitions import next_status
+from icee_operator.usage import read_usage
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +101,7 @@ async def advance(
 
 
 async def start(ctx: Context, body: Mapping[str, Any]) -> None:
-    """Create the session's ConfigMap and Pod (idempotently) and report Pending."""
+    """Create the session's Pod (idempotently) and report Pending."""
     name = body["metadata"]["name"]
     try:
         spec = CodeSessionSpec.model_validate(dict(body["spec"]))
@@ -111,13 +119,8 @@ async def start(ctx: Context, body: Mapping[str, Any]) -> None:
         await advance(ctx, name, _not_started(ctx), body)
         return
     spec = clamp_spec(spec, ctx.settings.maxima)
-    configmap = build_configmap(name, spec, language)
     pod = build_pod(name, spec, language, ctx.settings)
-    owner = _owner_reference(body)
-    for child in (configmap, pod):
-        child["metadata"]["ownerReferences"] = [owner]
-    # The ConfigMap first: a pod whose volume source is missing waits on kubelet retries.
-    await ctx.kube.create_configmap(configmap)
+    pod["metadata"]["ownerReferences"] = [_owner_reference(body)]
     await ctx.kube.create_pod(pod)
     await advance(ctx, name, Observation(Phase.PENDING, pod_name=names.pod_name(name)), body)
     arm_start_timeout(ctx, body)
@@ -165,14 +168,44 @@ async def on_pod(ctx: Context, pod: Mapping[str, Any], deleted: bool) -> None:
     if not name:
         return
     pod_name = pod["metadata"]["name"]
-    await advance(ctx, name, pod_lost(pod_name) if deleted else observe_pod(pod))
+    if deleted:
+        await advance(ctx, name, pod_lost(pod_name))
+        return
+    observed = observe_pod(pod)
+    body = None
+    if observed.phase in FINAL_PHASES and _container_ended(pod):
+        # Before the final status (which never changes again) and before the pod goes.
+        body = await ctx.kube.get_session(name)
+        if body is None or status_of(body).is_final:
+            return
+        observed = await _with_usage(ctx, body, pod_name, observed)
+    await advance(ctx, name, observed, body)
+
+
+async def _with_usage(
+    ctx: Context, body: Mapping[str, Any], pod_name: str, observed: Observation
+) -> Observation:
+    language = (body.get("spec") or {}).get("language")
+    compiled = language in ctx.languages and ctx.languages.get(str(language)).compile is not None
+    try:
+        usage = await read_usage(ctx.kube, pod_name, compiled)
+    except Exception as error:  # usage is a report; the status must not wait on it
+        logger.warning("session %s: no usage from the pod log: %s", body["metadata"]["name"], error)
+        return observed
+    return replace(observed, usage=usage) if usage is not None else observed
+
+
+def _container_ended(pod: Mapping[str, Any]) -> bool:
+    for container in (pod.get("status") or {}).get("containerStatuses") or ():
+        if container.get("name") == names.CONTAINER_NAME:
+            return "terminated" in (container.get("state") or {})
+    return False
 
 
 async def end(ctx: Context, name: str, status: CodeSessionStatus) -> None:
-    """The session is over: its pod and code go now, the CodeSession after retention."""
+    """The session is over: its pod goes now, the CodeSession after retention."""
     ctx.deadlines.disarm(f"start/{name}")
     await ctx.kube.delete_pod(names.pod_name(name), ctx.settings.termination_grace_seconds)
-    await ctx.kube.delete_configmap(names.configmap_name(name))
     finished_at = status.finished_at or datetime.now(UTC)
     retain_until = finished_at + timedelta(seconds=ctx.settings.retention_seconds)
 

@@ -47,6 +47,7 @@ def next_status(
             ("pod_name", observed.pod_name),
             ("started_at", current.started_at or observed.started_at),
             ("finished_at", observed.finished_at),
+            ("usage", observed.usage),
         )
         if value is not None
     }

@@ -83,6 +83,17 @@ def test_create_session(api: TestClient, cluster: FakeCluster) -> None:
     assert spec["timeouts"] == {"executionSeconds": 120, "idleSeconds": 30}
 
 
+def test_tty_session_with_its_terminal_size(api: TestClient, cluster: FakeCluster) -> None:
+    r = api.post("/session", json={"language": "python", "code": "x", "tty": True, "cols": 120})
+    assert r.status_code == 201, r.text
+    spec = cluster.sessions[r.json()["sessionId"]]["spec"]
+    assert (spec["tty"], spec["cols"], spec["rows"]) == (True, 120, 24)
+    r = api.post("/session", json={"language": "python", "code": "x"})
+    spec = cluster.sessions[r.json()["sessionId"]]["spec"]
+    assert spec["tty"] is False
+    assert "cols" not in spec
+
+
 def test_requested_limits_may_lower_but_never_raise(api: TestClient, cluster: FakeCluster) -> None:
     r = api.post(
         "/session",
@@ -111,6 +122,11 @@ def test_requested_limits_may_lower_but_never_raise(api: TestClient, cluster: Fa
         ({"language": "python", "code": "x", "limits": {"outputBytes": 0}}, 422, "outputBytes"),
         ({"language": "python", "code": "x" * (CODE_MAX_BYTES + 1)}, 413, "at most 65536"),
         ([1, 2], 422, ""),
+        ({"language": "python", "code": "x", "tty": True, "cols": 0}, 422, "cols"),
+        ({"language": "python", "code": "x", "tty": True, "rows": 1001}, 422, "rows"),
+        ({"language": "python", "code": "x", "tty": True, "cols": "80"}, 422, "cols"),
+        ({"language": "python", "code": "x", "tty": "yes"}, 422, "tty"),
+        ({"language": "python", "code": "x", "cols": 80}, 422, 'need "tty": true'),
     ],
 )
 def test_bad_session_requests(api: TestClient, body: Any, status: int, says: str) -> None:

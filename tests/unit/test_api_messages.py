@@ -2,8 +2,17 @@
 
 import pytest
 from icee_api import messages
-from icee_api.messages import Eof, Input, MessageError, Terminate, parse_client_message
+from icee_api.messages import (
+    Eof,
+    Input,
+    MessageError,
+    Resize,
+    SendSignal,
+    Terminate,
+    parse_client_message,
+)
 from icee_api.session import Outcome, State
+from icee_core.runner_protocol import Signal
 
 
 @pytest.mark.parametrize(
@@ -14,6 +23,10 @@ from icee_api.session import Outcome, State
         ('{"type": "eof"}', Eof()),
         ('{"type": "terminate"}', Terminate()),
         ('{"type": "eof", "extra": 1}', Eof()),
+        ('{"type": "signal", "signal": "SIGINT"}', SendSignal(Signal.SIGINT)),
+        ('{"type": "signal", "signal": "SIGKILL"}', SendSignal(Signal.SIGKILL)),
+        ('{"type": "resize", "cols": 120, "rows": 40}', Resize(120, 40)),
+        ('{"type": "resize", "cols": 1, "rows": 1000}', Resize(1, 1000)),
     ],
 )
 def test_valid_messages(raw: str, expected: object) -> None:
@@ -27,7 +40,14 @@ def test_valid_messages(raw: str, expected: object) -> None:
         ("[1, 2]", "JSON object"),
         ('"input"', "JSON object"),
         ('{"data": "x"}', "no 'type'"),
-        ('{"type": "resize"}', "unknown message type 'resize'"),
+        ('{"type": "dance"}', "unknown message type 'dance'"),
+        ('{"type": "resize"}', "integer 'cols'"),
+        ('{"type": "resize", "cols": 80}', "integer 'rows'"),
+        ('{"type": "resize", "cols": 80, "rows": 1001}', "integer 'rows' in 1..1000"),
+        ('{"type": "resize", "cols": true, "rows": 10}', "integer 'cols'"),
+        ('{"type": "resize", "cols": 8.5, "rows": 10}', "integer 'cols'"),
+        ('{"type": "signal"}', "one of SIGINT, SIGTERM, SIGKILL"),
+        ('{"type": "signal", "signal": "SIGHUP"}', "one of SIGINT"),
         ('{"type": "input"}', "string 'data'"),
         ('{"type": "input", "data": 5}', "string 'data'"),
     ],
@@ -47,3 +67,12 @@ def test_server_messages() -> None:
         "reason": "Completed",
     }
     assert messages.error("bad") == {"type": "error", "message": "bad"}
+    assert messages.state(State.WAITING) == {"type": "state", "state": "waiting"}
+    usage = {"run": {"exitCode": 0, "cpuMillis": 1, "memoryBytes": 2, "wallMillis": 3}}
+    assert messages.final_state(Outcome(State.FINISHED, 0, "Completed", usage=usage)) == {
+        "type": "state",
+        "state": "finished",
+        "exitCode": 0,
+        "reason": "Completed",
+        "usage": usage,
+    }

@@ -1,7 +1,8 @@
 """The bridge's stream-side rules, with in-memory client and attach ends.
 
-The real attach stream and Kubernetes are exercised by tests/integration; here
-only the bridge's own decisions: relaying, limits, idle, termination, bad input.
+The real attach stream, the runner and Kubernetes are exercised by
+tests/integration; here only the bridge's own decisions: the runner protocol both
+ways, relaying, limits, idle, termination, bad input.
 """
 
 import asyncio
@@ -12,7 +13,8 @@ import pytest
 from icee_api.attach import AttachClosed
 from icee_api.bridge import Bridge, BridgeEnd, ClientGone, StreamLimits
 from icee_api.channel import Channel, Frame
-from icee_api.session import Session
+from icee_api.session import Session, State
+from icee_core import runner_protocol as rp
 
 _END = object()
 
@@ -35,28 +37,35 @@ class FakeClient:
         return [m for m in self.sent if m["type"] == kind]
 
 
+def x_frame(stage: str, exit_code: int, signal: int = 0) -> bytes:
+    payload = f"stage={stage} exit={exit_code} signal={signal} cpu_ms=5 mem_bytes=7 wall_ms=9"
+    return rp.frame("x", payload.encode())
+
+
+USAGE = {"exitCode": 0, "signal": 0, "cpuMillis": 5, "memoryBytes": 7, "wallMillis": 9}
+
+
 class FakeAttach:
-    def __init__(self, v5: bool = True) -> None:
+    """The attach stream with a runner behind it: frames on stdout, diagnostics on stderr."""
+
+    def __init__(self) -> None:
         self.outbox: asyncio.Queue[object] = asyncio.Queue()
         self.stdin: list[bytes] = []
-        self.stdin_closed = False
         self.closed = False
-        self._v5 = v5
-
-    @property
-    def can_close_stdin(self) -> bool:
-        return self._v5
 
     async def send_stdin(self, data: bytes) -> None:
         if self.closed:
             raise AttachClosed("closed")
         self.stdin.append(data)
 
-    async def close_stdin(self) -> None:
-        self.stdin_closed = True
-
     def emit(self, channel: Channel, data: bytes) -> None:
         self.outbox.put_nowait(Frame(channel, data))
+
+    def out(self, data: bytes, kind: str = "o") -> None:
+        self.emit(Channel.STDOUT, rp.frame(kind, data))
+
+    def event(self, kind: str, payload: str = "") -> None:
+        self.emit(Channel.STDOUT, rp.frame(kind, payload.encode()))
 
     def end(self) -> None:
         self.outbox.put_nowait(_END)
@@ -78,7 +87,8 @@ class Harness:
         self.session = Session("s")
         self.session.start()
         self.client = FakeClient()
-        self.attach = FakeAttach(v5=limits.pop("v5", True))
+        tty = limits.pop("tty", False)
+        self.attach = FakeAttach()
         self.terminations: list[tuple[str, str]] = []
         self.bridge = Bridge(
             self.session,
@@ -86,6 +96,7 @@ class Harness:
             self.attach,
             StreamLimits(**(defaults | limits)),
             self._terminate,
+            tty=tty,
         )
 
     async def _terminate(self, reason: str, message: str) -> None:
@@ -103,10 +114,10 @@ class Harness:
 async def test_output_is_relayed_by_stream_and_program_end_ends_the_bridge() -> None:
     h = Harness()
     run = h.start()
-    h.attach.emit(Channel.STDOUT, b"Hello ")
-    h.attach.emit(Channel.STDERR, b"warn\n")
-    h.attach.emit(Channel.STDOUT, b"World\n")
-    h.attach.emit(Channel.STDOUT, b"")  # empty frames carry nothing
+    h.attach.out(b"Hello ")
+    h.attach.out(b"warn\n", "e")
+    h.attach.out(b"World\n")
+    h.attach.out(b"")  # empty frames carry nothing
     h.attach.end()
     assert await run is BridgeEnd.PROGRAM_ENDED
     assert h.client.sent == [
@@ -114,41 +125,154 @@ async def test_output_is_relayed_by_stream_and_program_end_ends_the_bridge() -> 
         {"type": "stderr", "data": "warn\n"},
         {"type": "stdout", "data": "World\n"},
     ]
+    assert h.bridge.outcome is None  # no q frame: the operator's status decides
 
 
-async def test_utf8_split_across_frames() -> None:
+async def test_frames_split_anywhere_across_attach_chunks() -> None:
     h = Harness()
     run = h.start()
-    data = "→é".encode()
+    data = rp.frame("o", "→é".encode()) + rp.frame("e", b"!") + rp.frame("w")
     for i in range(len(data)):
         h.attach.emit(Channel.STDOUT, data[i : i + 1])
     h.attach.end()
     await run
     assert "".join(m["data"] for m in h.client.of_type("stdout")) == "→é"
+    assert h.client.of_type("stderr") == [{"type": "stderr", "data": "!"}]
+    assert h.client.of_type("state") == [{"type": "state", "state": "waiting"}]
 
 
-async def test_input_and_eof_reach_stdin() -> None:
+async def test_runner_diagnostics_are_logged_never_shown() -> None:
     h = Harness()
     run = h.start()
+    h.attach.emit(Channel.STDERR, b"icee-runner: something odd\n")
+    h.attach.end()
+    await run
+    assert h.client.sent == []
+
+
+async def test_waiting_and_running_follow_the_runner() -> None:
+    h = Harness()
+    run = h.start()
+    h.attach.out(b"Name? ")
+    h.attach.event("w")
+    await h.settle()
+    assert h.session.state is State.WAITING
     h.client.inbox.put_nowait('{"type": "input", "data": "Ada\\n"}')
+    h.attach.event("r")
+    h.attach.event("r")  # a second r while running is no news
+    await h.settle()
+    assert h.session.state is State.RUNNING
+    h.attach.end()
+    await run
+    assert [m["state"] for m in h.client.of_type("state")] == ["waiting", "running"]
+
+
+async def test_final_report_is_the_outcome_at_once() -> None:
+    h = Harness()
+    run = h.start()
+    h.attach.event("b", "stage=run")
+    h.attach.emit(Channel.STDOUT, x_frame("run", 3) + rp.frame("q", b"result=error"))
+    # No attach end: the q frame alone ends the bridge.
+    assert await asyncio.wait_for(run, 2) is BridgeEnd.PROGRAM_ENDED
+    outcome = h.bridge.outcome
+    assert outcome is not None
+    assert (outcome.state, outcome.exit_code, outcome.reason) == (State.FINISHED, 3, "Error")
+    assert outcome.usage == {"run": USAGE | {"exitCode": 3}}
+
+
+async def test_completed_and_compile_error_outcomes() -> None:
+    h = Harness()
+    run = h.start()
+    h.attach.emit(Channel.STDOUT, x_frame("compile", 0) + x_frame("run", 0))
+    h.attach.event("q", "result=completed")
+    await run
+    assert h.bridge.outcome is not None
+    assert (h.bridge.outcome.exit_code, h.bridge.outcome.reason) == (0, "Completed")
+    assert h.bridge.outcome.usage == {"compile": USAGE, "run": USAGE}
+
+    h = Harness()
+    run = h.start()
+    h.attach.out(b"main.cpp:1: error\n", "e")
+    h.attach.emit(Channel.STDOUT, x_frame("compile", 1))
+    h.attach.event("q", "result=compile-error")
+    await run
+    assert h.bridge.outcome is not None
+    assert (h.bridge.outcome.exit_code, h.bridge.outcome.reason) == (1, "CompilationError")
+
+
+async def test_killed_program_reports_128_plus_signal() -> None:
+    h = Harness()
+    run = h.start()
+    h.attach.emit(Channel.STDOUT, x_frame("run", -1, signal=2))
+    h.attach.event("q", "result=signaled")
+    await run
+    assert h.bridge.outcome is not None
+    assert (h.bridge.outcome.exit_code, h.bridge.outcome.reason) == (130, "Error")
+
+
+async def test_a_requested_termination_wins_over_the_runner_report() -> None:
+    h = Harness()
+    h.bridge._terminate = _noop  # the pod stays a moment
+    run = h.start()
+    h.client.inbox.put_nowait('{"type": "terminate"}')
+    await h.settle()
+    h.attach.emit(Channel.STDOUT, x_frame("run", -1, signal=15))
+    h.attach.event("q", "result=signaled")
+    assert await run is BridgeEnd.PROGRAM_ENDED
+    assert h.bridge.outcome is None  # the operator will say UserTerminated
+
+
+async def test_setup_failure_is_left_to_the_operator() -> None:
+    h = Harness()
+    run = h.start()
+    h.attach.event("q", "result=setup-failed")
+    await run
+    assert h.bridge.outcome is None
+
+
+@pytest.mark.parametrize("garbage", [b"hello\n", b"o 5\nabcdefgh", b"x 9\nstage=run\n", b"Q 0\n\n"])
+async def test_garbage_from_the_runner_ends_the_stream_with_an_error(garbage: bytes) -> None:
+    h = Harness()
+    run = h.start()
+    h.attach.emit(Channel.STDOUT, garbage)
+    assert await asyncio.wait_for(run, 2) is BridgeEnd.PROGRAM_ENDED
+    assert h.bridge.protocol_error
+    assert h.bridge.outcome is None
+    assert "output stream is broken" in h.client.of_type("error")[0]["message"]
+
+
+async def test_input_eof_signal_and_resize_become_frames() -> None:
+    h = Harness(tty=True)
+    run = h.start()
+    h.client.inbox.put_nowait('{"type": "input", "data": "Ada\\n"}')
+    h.client.inbox.put_nowait('{"type": "signal", "signal": "SIGINT"}')
+    h.client.inbox.put_nowait('{"type": "resize", "cols": 100, "rows": 30}')
     h.client.inbox.put_nowait('{"type": "eof"}')
+    h.client.inbox.put_nowait('{"type": "input", "data": "more"}')  # a terminal reads on
     await h.settle()
-    assert h.attach.stdin == [b"Ada\n"]
-    assert h.attach.stdin_closed
-    h.client.inbox.put_nowait('{"type": "input", "data": "late"}')
-    await h.settle()
-    assert h.client.of_type("error")[-1]["message"] == "stdin is already closed"
+    assert h.attach.stdin == [
+        b"I 4\nAda\n\n",
+        b"S 6\nSIGINT\n",
+        b"Z 16\ncols=100 rows=30\n",
+        b"E 0\n\n",
+        b"I 4\nmore\n",
+    ]
     h.attach.end()
     await run
 
 
-async def test_eof_without_v5_is_an_error_not_a_crash() -> None:
-    h = Harness(v5=False)
+async def test_pipe_mode_closes_stdin_and_refuses_resize() -> None:
+    h = Harness()
     run = h.start()
+    h.client.inbox.put_nowait('{"type": "resize", "cols": 100, "rows": 30}')
     h.client.inbox.put_nowait('{"type": "eof"}')
+    h.client.inbox.put_nowait('{"type": "input", "data": "late"}')
     await h.settle()
-    assert "v4" in h.client.of_type("error")[0]["message"]
-    assert not h.attach.stdin_closed
+    assert h.attach.stdin == [b"E 0\n\n"]
+    assert [m["message"] for m in h.client.of_type("error")] == [
+        "resize needs a tty session",
+        "stdin is already closed",
+    ]
     h.attach.end()
     await run
 
@@ -156,9 +280,9 @@ async def test_eof_without_v5_is_an_error_not_a_crash() -> None:
 async def test_output_limit_cuts_at_the_cap_and_asks_the_operator() -> None:
     h = Harness(output_bytes=10)
     run = h.start()
-    h.attach.emit(Channel.STDOUT, b"12345678")
-    h.attach.emit(Channel.STDERR, b"abcdef")
-    h.attach.emit(Channel.STDOUT, b"dropped")
+    h.attach.out(b"12345678")
+    h.attach.out(b"abcdef", "e")
+    h.attach.out(b"dropped")
     assert await run is BridgeEnd.PROGRAM_ENDED
     outputs = [m["data"] for m in h.client.sent if m["type"] in ("stdout", "stderr")]
     assert outputs == ["12345678", "ab"]
@@ -172,7 +296,7 @@ async def test_stdin_limit_refuses_the_message_and_ends_the_session() -> None:
     h.client.inbox.put_nowait('{"type": "input", "data": "abc"}')
     h.client.inbox.put_nowait('{"type": "input", "data": "defg"}')
     assert await run is BridgeEnd.PROGRAM_ENDED
-    assert h.attach.stdin == [b"abc"]
+    assert h.attach.stdin == [b"I 3\nabc\n"]
     assert [r for r, _ in h.terminations] == ["StdinLimitExceeded"]
     assert "stdin limit" in h.client.of_type("error")[0]["message"]
 
@@ -190,7 +314,7 @@ async def test_io_keeps_the_session_from_going_idle() -> None:
     run = h.start()
     for _ in range(5):
         await asyncio.sleep(0.1)
-        h.attach.emit(Channel.STDOUT, b".")
+        h.attach.out(b".")
     assert h.terminations == []
     h.attach.end()
     assert await run is BridgeEnd.PROGRAM_ENDED
@@ -209,12 +333,20 @@ async def test_terminate_message_is_user_terminated_once() -> None:
 async def test_bad_messages_get_errors_and_the_stream_stays_usable() -> None:
     h = Harness()
     run = h.start()
-    for raw in ["{oops", b"\x00binary", '{"type": "dance"}', '{"type": "input"}']:
+    bad = [
+        "{oops",
+        b"\x00binary",
+        '{"type": "dance"}',
+        '{"type": "input"}',
+        '{"type": "signal", "signal": "SIGSTOP"}',
+        '{"type": "resize", "cols": 0, "rows": 10}',
+    ]
+    for raw in bad:
         h.client.inbox.put_nowait(raw)
     h.client.inbox.put_nowait('{"type": "input", "data": "fine\\n"}')
     await h.settle()
-    assert len(h.client.of_type("error")) == 4
-    assert h.attach.stdin == [b"fine\n"]
+    assert len(h.client.of_type("error")) == len(bad)
+    assert h.attach.stdin == [b"I 5\nfine\n\n"]
     h.attach.end()
     await run
 

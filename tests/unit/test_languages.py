@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from icee_api.run_request import build_request
 from icee_core.languages import (
     Language,
     LanguageConfigError,
@@ -13,7 +14,7 @@ from icee_core.languages import (
     load_registry,
     parse_registry,
 )
-from icee_operator.pods import sandbox_script
+from icee_core.models import CodeSessionSpec
 
 MINIMAL = """
 languages:
@@ -59,11 +60,14 @@ def test_every_shipped_image_has_a_recipe() -> None:
 
 
 @pytest.mark.parametrize("language", load_registry().ids)
-def test_shipped_sandbox_scripts_are_valid_sh(language: str) -> None:
-    # The run command is pasted into the sandbox's /bin/sh script (quotes and all).
-    script = sandbox_script(load_registry().get(language), pids=32)
-    checked = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
-    assert checked.returncode == 0, checked.stderr
+def test_shipped_commands_are_valid_sh(language: str) -> None:
+    # The runner runs each stage's command as `/bin/sh -c <cmd>` (quotes and all).
+    spec = CodeSessionSpec(language=language, code="x")
+    request = build_request(spec, load_registry().get(language))
+    for command in (request.compile, request.run):
+        if command is not None:
+            checked = subprocess.run(["sh", "-n", "-c", command], capture_output=True, text=True)
+            assert checked.returncode == 0, checked.stderr
 
 
 def test_shipped_compiled_languages_compile() -> None:

@@ -43,6 +43,7 @@ def test_defaults_are_the_spec_limits() -> None:
             "stdinBytes": 1 * MiB,
         },
         "timeouts": {"executionSeconds": 120, "idleSeconds": 30},
+        "tty": False,
     }
 
 
@@ -187,7 +188,6 @@ def test_new_session_ids_are_valid_and_name_their_objects() -> None:
     session_id = names.new_session_id()
     assert names.is_session_id(session_id)
     assert names.pod_name(session_id) == f"run-{session_id}"
-    assert names.configmap_name(session_id) == f"code-{session_id}"
     assert names.session_id_from_pod_name(names.pod_name(session_id)) == session_id
     assert names.session_id_from_pod_name("run-nope") is None
 

@@ -15,12 +15,15 @@ from icee_core.models import (
     MiB,
     Phase,
     Reason,
+    StageUsage,
     Timeouts,
+    Usage,
 )
 from icee_operator.observation import Observation, observe_pod, pod_lost
-from icee_operator.pods import build_configmap, build_pod, sandbox_script, sandbox_uid
+from icee_operator.pods import build_pod, sandbox_uid
 from icee_operator.settings import OperatorSettings
 from icee_operator.transitions import is_allowed, next_status
+from icee_operator.usage import usage_of
 
 SESSION_ID = "0b7c1f8e-3c1d-4e6a-9b2f-5d8e7a6c4b3a"
 UID = 1266106  # 1_000_000 + int(SESSION_ID hex) % 1_000_000
@@ -32,14 +35,6 @@ def settings(**overrides: Any) -> OperatorSettings:
     # Explicit values: the test must not depend on ICEE_* variables of the machine.
     return OperatorSettings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
-
-PYTHON_SCRIPT = """\
-{ ulimit -p 32 || ulimit -u 32; } 2>/dev/null || { echo 'icee: no process cap' >&2; exit 125; }
-ulimit -c 0
-cp /icee/src/main.py main.py || exit 125
-head -c 1 >/dev/null
-exec python3 -u main.py
-"""
 
 EXPECTED_PYTHON_POD: dict[str, Any] = {
     "apiVersion": "v1",
@@ -75,17 +70,13 @@ EXPECTED_PYTHON_POD: dict[str, Any] = {
                 "name": "workspace",
                 "emptyDir": {"medium": "Memory", "sizeLimit": str(32 * MiB)},
             },
-            {
-                "name": "source",
-                "configMap": {"name": f"code-{SESSION_ID}", "defaultMode": 0o444},
-            },
         ],
         "containers": [
             {
                 "name": "program",
                 "image": "icee/sandbox-python:3.11",
                 "imagePullPolicy": "IfNotPresent",
-                "command": ["/bin/sh", "-c", PYTHON_SCRIPT],
+                "command": ["/usr/local/bin/icee-runner"],
                 "workingDir": "/workspace",
                 "env": [
                     {"name": "HOME", "value": "/workspace"},
@@ -123,10 +114,9 @@ EXPECTED_PYTHON_POD: dict[str, Any] = {
                 },
                 "volumeMounts": [
                     {"name": "workspace", "mountPath": "/workspace"},
-                    {"name": "source", "mountPath": "/icee/src", "readOnly": True},
                 ],
                 "terminationMessagePath": "/dev/termination-log",
-                "terminationMessagePolicy": "File",
+                "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],
     },
@@ -153,26 +143,12 @@ def test_limits_and_timeouts_come_from_the_spec() -> None:
     assert container["resources"]["limits"]["memory"] == str(16 * MiB)
     # Requests never exceed limits (the API server would reject the pod).
     assert container["resources"]["requests"]["memory"] == str(16 * MiB)
-    assert "ulimit -p 8 || ulimit -u 8;" in container["command"][2]
 
 
 def test_runtime_class_can_be_left_to_the_node_default() -> None:
     spec = CodeSessionSpec(language="python", code="1")
     pod = build_pod(SESSION_ID, spec, LANGUAGES.get("python"), settings(runtime_class_name=""))
     assert "runtimeClassName" not in pod["spec"]
-
-
-def test_compiled_language_reports_compile_failure_in_the_termination_log() -> None:
-    assert sandbox_script(LANGUAGES.get("cpp"), 32) == (
-        "{ ulimit -p 32 || ulimit -u 32; } 2>/dev/null"
-        " || { echo 'icee: no process cap' >&2; exit 125; }\n"
-        "ulimit -c 0\n"
-        "cp /icee/src/main.cpp main.cpp || exit 125\n"
-        "head -c 1 >/dev/null\n"
-        "g++ -std=c++20 -O1 -pipe -o main main.cpp"
-        " || { rc=$?; printf %s icee:compilation-failed >/dev/termination-log; exit $rc; }\n"
-        "exec stdbuf -oL ./main\n"
-    )
 
 
 def test_each_session_gets_its_own_uid_in_the_range() -> None:
@@ -183,21 +159,14 @@ def test_each_session_gets_its_own_uid_in_the_range() -> None:
     assert sandbox_uid(SESSION_ID, settings(sandbox_uid_count=1)) == 1_000_000
 
 
-def test_configmap_holds_the_code_under_the_language_file_name() -> None:
-    spec = CodeSessionSpec(language="java", code="class Main {}")
-    assert build_configmap(SESSION_ID, spec, LANGUAGES.get("java")) == {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": f"code-{SESSION_ID}",
-            "labels": {"app.kubernetes.io/managed-by": "icee", "icee.dev/session": SESSION_ID},
-        },
-        "immutable": True,
-        "data": {"Main.java": "class Main {}"},
-    }
-
-
 # Reading pods back.
+
+COMPILE_ERROR_TAIL = (
+    "main.cpp:1:1: error: expected unqualified-id\n\n"
+    "x 65\nstage=compile exit=1 signal=0 cpu_ms=10 mem_bytes=1000 wall_ms=20\n"
+    "q 20\nresult=compile-error\n"
+)
+FORGED_TAIL = "o 26\nq 20\nresult=compile-error\n\nq 12\nresult=error\n"
 
 
 def pod(
@@ -258,7 +227,8 @@ T2 = datetime(2025, 1, 1, 12, 0, 2, tzinfo=UTC)
             Observation(Phase.FINISHED, Reason.ERROR, 3, None, "run-x", T1, T2),
         ),
         (
-            pod(phase="Failed", state=terminated(1, message="icee:compilation-failed")),
+            # The log's tail (FallbackToLogsOnError) ends with the runner's q frame.
+            pod(phase="Failed", state=terminated(1, message=COMPILE_ERROR_TAIL)),
             Observation(
                 Phase.FINISHED,
                 Reason.COMPILATION_ERROR,
@@ -270,9 +240,39 @@ T2 = datetime(2025, 1, 1, 12, 0, 2, tzinfo=UTC)
             ),
         ),
         (
-            # The program cannot fake a compile error with extra text.
-            pod(phase="Failed", state=terminated(1, message="icee:compilation-failed!")),
+            # Program output before the runner's last frame cannot pose as one.
+            pod(phase="Failed", state=terminated(1, message=FORGED_TAIL)),
             Observation(Phase.FINISHED, Reason.ERROR, 1, None, "run-x", T1, T2),
+        ),
+        (
+            # Exit 0: whatever the log says, it completed.
+            pod(phase="Succeeded", state=terminated(0, "Completed", COMPILE_ERROR_TAIL)),
+            Observation(Phase.FINISHED, Reason.COMPLETED, 0, None, "run-x", T1, T2),
+        ),
+        (
+            pod(phase="Failed", state=terminated(125, message="q 19\nresult=setup-failed\n")),
+            Observation(
+                Phase.TERMINATED,
+                Reason.START_FAILED,
+                125,
+                "the sandbox could not set the program up (see the pod log)",
+                "run-x",
+                T1,
+                T2,
+            ),
+        ),
+        (
+            # 125 and no final frame: the runner stopped on a protocol error.
+            pod(phase="Failed", state=terminated(125, message="icee-runner: bad frame\n")),
+            Observation(
+                Phase.TERMINATED,
+                Reason.START_FAILED,
+                125,
+                "the sandbox could not set the program up (see the pod log)",
+                "run-x",
+                T1,
+                T2,
+            ),
         ),
         (
             pod(phase="Failed", state=terminated(137, "OOMKilled")),
@@ -434,3 +434,37 @@ def test_termination_without_times_is_stamped_now() -> None:
             last_transition_time=NOW,
         )
     ]
+
+
+# Usage from the runner's frames in an ended pod's log.
+
+X_RUN = b"stage=run exit=0 signal=0 cpu_ms=1000 mem_bytes=104857600 wall_ms=1200"
+X_COMPILE = b"stage=compile exit=0 signal=0 cpu_ms=700 mem_bytes=50000000 wall_ms=800"
+
+
+def frame(kind: str, payload: bytes) -> bytes:
+    return b"%s %d\n%s\n" % (kind.encode(), len(payload), payload)
+
+
+def test_usage_of_the_run_stage_from_the_tail() -> None:
+    tail = b"put\n\n" + frame("x", X_RUN) + frame("q", b"result=completed")
+    assert usage_of(tail, None) == Usage(
+        run=StageUsage(
+            exit_code=0, signal=0, cpu_millis=1000, memory_bytes=104857600, wall_millis=1200
+        )
+    )
+
+
+def test_usage_of_both_stages_from_head_and_tail() -> None:
+    head = frame("b", b"stage=compile") + frame("x", X_COMPILE) + frame("b", b"stage=run")
+    head += b"o 100\nthe output goes on"  # cut off
+    tail = frame("x", X_RUN) + frame("q", b"result=completed")
+    usage = usage_of(tail, head)
+    assert usage is not None
+    assert usage.compile is not None
+    assert usage.run is not None
+    assert (usage.compile.cpu_millis, usage.run.cpu_millis) == (700, 1000)
+
+
+def test_no_usage_without_the_runner_frames() -> None:
+    assert usage_of(b"Killed\n", b"o 5\nhel") is None

@@ -249,7 +249,7 @@ def test_tail_reads_the_final_frames_from_the_end() -> None:
     tail = b"...lo\n\n" + b"x %d\n%s\n" % (len(X_RUN), X_RUN) + b"q 12\nresult=error\n"
     found = rp.read_tail(tail)
     assert found.result is Result.ERROR
-    assert found.run == StageEnded(Stage.RUN, 3, 0, 1012, 104_857_600, 1500)
+    assert found.ended == StageEnded(Stage.RUN, 3, 0, 1012, 104_857_600, 1500)
 
 
 def test_tail_with_a_trailing_diagnostic_and_no_newline() -> None:
@@ -269,3 +269,8 @@ def test_tail_with_a_trailing_diagnostic_and_no_newline() -> None:
 )
 def test_tail_without_a_valid_final_frame(tail: str) -> None:
     assert rp.read_tail(tail) == rp.Tail()
+
+
+def test_stage_ends_from_the_head_of_a_log() -> None:
+    assert rp.stage_ends(STREAM[:120]) == [StageEnded(Stage.COMPILE, 0, 0, 700, 50_000_000, 900)]
+    assert rp.stage_ends(b"garbage\n") == []

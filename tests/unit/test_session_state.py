@@ -16,6 +16,29 @@ def test_pending_running_finished() -> None:
     assert (s.state, s.outcome, s.ended) == (State.FINISHED, FINISHED, True)
 
 
+def test_running_waiting_running_then_ends() -> None:
+    s = Session("id")
+    s.start()
+    s.wait()
+    assert s.state is State.WAITING
+    s.resume()
+    s.wait()
+    s.end(FINISHED)
+    assert s.state is State.FINISHED
+
+
+def test_waiting_needs_running() -> None:
+    s = Session("id")
+    with pytest.raises(InvalidTransition, match="from pending to waiting"):
+        s.wait()
+    s.start()
+    with pytest.raises(InvalidTransition, match="from running to running"):
+        s.resume()
+    s.wait()
+    with pytest.raises(InvalidTransition, match="from waiting to waiting"):
+        s.wait()
+
+
 def test_pending_can_end_without_running() -> None:
     s = Session("id")
     s.end(TERMINATED)

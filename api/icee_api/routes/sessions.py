@@ -10,6 +10,9 @@ from fastapi import APIRouter, HTTPException, Request, status
 from icee_core import names
 from icee_core.models import (
     CODE_MAX_BYTES,
+    DEFAULT_COLS,
+    DEFAULT_ROWS,
+    TERMINAL_MAX,
     CodeSessionSpec,
     Limits,
     Phase,
@@ -18,7 +21,7 @@ from icee_core.models import (
     WireModel,
     clamp_spec,
 )
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from icee_api.deps import ServicesDep
@@ -39,6 +42,16 @@ class CreateSession(BaseModel):
     code: str
     limits: Limits | None = None
     timeouts: Timeouts | None = None
+    # A pseudo-terminal for the program; cols/rows only with it (default 80x24).
+    tty: StrictBool = False
+    cols: int | None = Field(default=None, ge=1, le=TERMINAL_MAX, strict=True)
+    rows: int | None = Field(default=None, ge=1, le=TERMINAL_MAX, strict=True)
+
+    @model_validator(mode="after")
+    def _terminal_size_needs_tty(self) -> CreateSession:
+        if not self.tty and (self.cols is not None or self.rows is not None):
+            raise ValueError('cols and rows need "tty": true')
+        return self
 
 
 class SessionCreated(BaseModel):
@@ -130,6 +143,9 @@ def build_spec(body: Any, services: Services) -> CodeSessionSpec:
             code=req.code,
             limits=_lowered(req.limits, maxima.limits),
             timeouts=_lowered(req.timeouts, maxima.timeouts),
+            tty=req.tty,
+            cols=(req.cols or DEFAULT_COLS) if req.tty else None,
+            rows=(req.rows or DEFAULT_ROWS) if req.tty else None,
         )
     except ValidationError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _problems(exc)) from None

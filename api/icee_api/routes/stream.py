@@ -87,7 +87,7 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
         return CloseCode.TRY_AGAIN_LATER, "kubernetes unavailable"
     if obj is None:
         return CloseCode.NOT_FOUND, "no such session"
-    opening = Opening.of(obj)
+    opening = Opening.of(obj, services.languages)
     del obj  # a few KiB (managedFields, code) per idle client otherwise
     stream = SessionStream(
         session_id,
