@@ -3,14 +3,15 @@
 Nothing is mocked. The module runs its own `icee-operator` process on its own
 namespace (short retention, `imagePullPolicy: Never` since no registry answers
 here, and one extra language whose image does not exist), and plays the api's
-part by hand: `kubectl attach` sends the one byte that releases the held program,
-and `spec.termination` is patched in as the api would.
+part by hand: `kubectl attach` sends the runner its request (docs/runner.md) and
+reads its frames, and `spec.termination` is patched in as the api would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -23,8 +24,10 @@ from typing import Any
 
 import pytest
 from conftest import KUBECTL, Process, free_port, kubectl, start_process
+from icee_api.run_request import build_request
 from icee_core import names
-from icee_core.languages import DEFAULT_LANGUAGES_FILE
+from icee_core import runner_protocol as rp
+from icee_core.languages import DEFAULT_LANGUAGES_FILE, load_registry
 from icee_core.models import CodeSessionSpec, codesession_manifest
 
 pytestmark = pytest.mark.cluster
@@ -177,8 +180,12 @@ def wait_phase(
 
 
 def attach(op: Operator, session_id: str, stdin: bytes = b"") -> subprocess.Popen[bytes]:
-    """`kubectl attach` as the api would: the hold byte first, then `stdin`, then EOF."""
+    """`kubectl attach` as the api would: the runner's request, `stdin`, then EOF."""
     wait_phase(op, session_id, ("Running", *FINAL))
+    found = session(op, session_id)
+    assert found is not None
+    spec = CodeSessionSpec.model_validate(found["spec"])
+    request = rp.request(build_request(spec, load_registry().get(spec.language)))
     proc = subprocess.Popen(
         [KUBECTL, "attach", "-i", "-n", op.namespace, names.pod_name(session_id), "-c", "program"],
         stdin=subprocess.PIPE,
@@ -186,18 +193,37 @@ def attach(op: Operator, session_id: str, stdin: bytes = b"") -> subprocess.Pope
         stderr=subprocess.DEVNULL,
     )
     assert proc.stdin is not None
-    proc.stdin.write(names.HOLD_RELEASE_BYTE + stdin)
-    proc.stdin.close()
+    proc.stdin.write(request + b"".join(rp.input_frames(stdin)))
+    proc.stdin.close()  # the end of the runner's stdin counts as E
     proc.stdin = None  # so that communicate() only reads
     return proc
+
+
+def program_stdout(raw: bytes) -> bytes:
+    """The program's stdout from the runner's frames."""
+    events = rp.Decoder().feed(raw)
+    return b"".join(e.data for e in events if isinstance(e, rp.Output) and e.stream == "stdout")
+
+
+def read_until(proc: subprocess.Popen[bytes], expected: bytes, timeout: float = 60) -> None:
+    """Read the runner's frames until the program's stdout holds ``expected``."""
+    assert proc.stdout is not None
+    decoder, out = rp.Decoder(), b""
+    deadline = time.monotonic() + timeout
+    while expected not in out:
+        assert time.monotonic() < deadline, f"no {expected!r} within {timeout} s: {out!r}"
+        chunk = os.read(proc.stdout.fileno(), 1 << 16)
+        assert chunk, f"stream ended before {expected!r}: {out!r}"
+        out += b"".join(e.data for e in decoder.feed(chunk) if isinstance(e, rp.Output))
 
 
 def run(op: Operator, code: str, stdin: bytes = b"", **spec: Any) -> tuple[str, dict[str, Any]]:
     """A session from creation to its final status; returns (stdout, status)."""
     session_id = create(op, code, **spec)
     proc = attach(op, session_id, stdin)
-    stdout, _ = proc.communicate(timeout=120)
-    return stdout.decode(), wait_phase(op, session_id, FINAL) | {"id": session_id}
+    raw, _ = proc.communicate(timeout=120)
+    stdout = program_stdout(raw).decode()
+    return stdout, wait_phase(op, session_id, FINAL) | {"id": session_id}
 
 
 def gone(op: Operator, kind: str, name: str, timeout: float = 30) -> bool:
@@ -211,7 +237,6 @@ def gone(op: Operator, kind: str, name: str, timeout: float = 30) -> bool:
 
 def assert_cleaned_up(op: Operator, session_id: str) -> None:
     assert gone(op, "pod", names.pod_name(session_id)), "the pod was left behind"
-    assert gone(op, "configmap", names.configmap_name(session_id)), "the code was left behind"
 
 
 # -- tests ------------------------------------------------------------------------------
@@ -226,6 +251,10 @@ def test_exit_zero_is_finished_completed_and_cleaned_up(operator: Operator) -> N
     assert final["podName"] == names.pod_name(final["id"])
     assert final["createdAt"] <= final["startedAt"] <= final["finishedAt"]
     assert {c["type"] for c in final["conditions"]} == {"Started", "Ended"}
+    # The runner's report, read by the operator from the pod's log.
+    assert set(final["usage"]) == {"run"}
+    assert final["usage"]["run"]["exitCode"] == 0
+    assert final["usage"]["run"]["memoryBytes"] > 1 << 20
     assert_cleaned_up(operator, final["id"])
 
 
@@ -242,8 +271,8 @@ def test_pod_is_owned_and_hardened(operator: Operator) -> None:
     (container,) = pod["spec"]["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    stdout, _ = attach(operator, session_id, b"echo\n").communicate(timeout=60)
-    assert stdout == b"echo\n"
+    raw, _ = attach(operator, session_id, b"echo\n").communicate(timeout=60)
+    assert program_stdout(raw) == b"echo\n"
     assert wait_phase(operator, session_id, FINAL)["reason"] == "Completed"
 
 
@@ -258,13 +287,14 @@ def test_compile_failure_is_a_compilation_error(operator: Operator) -> None:
     _, final = run(operator, "int main() { return x; }", language="cpp")
     assert (final["phase"], final["reason"]) == ("Finished", "CompilationError")
     assert final["exitCode"] != 0
+    assert set(final["usage"]) == {"compile"}
+    assert final["usage"]["compile"]["exitCode"] == final["exitCode"]
 
 
 def test_termination_request_ends_the_session_with_its_reason(operator: Operator) -> None:
     session_id = create(operator, "import time\nprint('up', flush=True)\ntime.sleep(300)")
     attached = attach(operator, session_id)
-    assert attached.stdout is not None
-    assert attached.stdout.readline() == b"up\n"
+    read_until(attached, b"up\n")
     kubectl(
         "patch", "codesession", session_id, "-n", operator.namespace, "--type=merge", "-p",
         json.dumps({"spec": {"termination": {"reason": "UserTerminated", "message": "stop"}}}),
@@ -318,15 +348,16 @@ THREADS_THEN_FORK = (
 )
 
 
+# The runner is one of the session's tasks: with pids=16 the program has 15.
 def test_processes_and_threads_are_capped(operator: Operator) -> None:
     stdout, final = run(operator, THREADS_THEN_FORK, limits={"pids": 16})
-    assert stdout == "tasks 16\n"
+    assert stdout == "tasks 15\n"
     assert final["reason"] == "Completed"
 
 
 def test_processes_and_threads_are_capped_under_runc_too(runc_operator: Operator) -> None:
     stdout, final = run(runc_operator, THREADS_THEN_FORK, limits={"pids": 16})
-    assert stdout == "tasks 16\n"
+    assert stdout == "tasks 15\n"
     assert final["reason"] == "Completed"
 
 
@@ -393,8 +424,7 @@ def test_retention_deletes_the_ended_codesession(operator: Operator) -> None:
 def test_session_that_ends_while_the_operator_is_down_ends_cleanly(operator: Operator) -> None:
     session_id = create(operator, "import time\nprint(input())\ntime.sleep(2)")
     attached = attach(operator, session_id, b"still here\n")
-    assert attached.stdout is not None
-    assert attached.stdout.readline() == b"still here\n"
+    read_until(attached, b"still here\n")
     operator.stop(crash=True)
     try:
         attached.communicate(timeout=60)  # the program ended, and nobody recorded it
