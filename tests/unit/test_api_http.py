@@ -149,6 +149,9 @@ def test_oversized_body_is_refused_before_parsing(api: TestClient) -> None:
     assert r.status_code == 413
 
 
+RUN_USAGE = {"exitCode": 0, "signal": 0, "cpuMillis": 9, "memoryBytes": 8, "wallMillis": 7}
+
+
 def test_get_session_maps_the_status(api: TestClient, cluster: FakeCluster) -> None:
     cluster.sessions[ID] = {
         "metadata": {"name": ID},
@@ -160,12 +163,14 @@ def test_get_session_maps_the_status(api: TestClient, cluster: FakeCluster) -> N
             "createdAt": "2025-01-01T00:00:00Z",
             "startedAt": "2025-01-01T00:00:01Z",
             "finishedAt": "2025-01-01T00:00:02Z",
+            "usage": {"run": RUN_USAGE},
         },
     }
     body = api.get(f"/session/{ID}").json()
     assert body["state"] == "finished"
     assert (body["exitCode"], body["reason"], body["language"]) == (0, "Completed", "python")
     assert body["finishedAt"].startswith("2025-01-01T00:00:02")
+    assert body["usage"] == {"run": RUN_USAGE}
 
 
 @pytest.mark.parametrize("sid", [ID, "not-a-uuid", ID.upper()])

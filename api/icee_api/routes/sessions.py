@@ -75,6 +75,8 @@ class SessionView(BaseModel):
     created_at: datetime | str | None
     started_at: datetime | None
     finished_at: datetime | None
+    # Per stage (compile, run), from the runner's reports: see the WebSocket's final state.
+    usage: dict[str, dict[str, int]] | None = None
 
 
 _STATE_OF_PHASE = {
@@ -202,6 +204,7 @@ def view(session_id: str, obj: dict[str, Any]) -> SessionView:
         created_at=st.created_at or (obj.get("metadata") or {}).get("creationTimestamp"),
         started_at=st.started_at,
         finished_at=st.finished_at,
+        usage=st.usage.to_wire() if st.usage is not None else None,
     )
 
 
