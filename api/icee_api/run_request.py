@@ -9,20 +9,24 @@ from __future__ import annotations
 from icee_core import runner_protocol as rp
 from icee_core.languages import Language
 from icee_core.models import DEFAULT_COLS, DEFAULT_ROWS, CodeSessionSpec
+from icee_core.sources import resolve_sources
 
 
 def build_request(spec: CodeSessionSpec, language: Language) -> rp.RunRequest:
-    """``code`` is one file named by the language; the commands are the registry's."""
-    files = (rp.SourceFile(language.file_name, spec.code.encode("utf-8")),)
+    """The files (``code`` is one file, named by the language's rule or its fileName)
+    and the registry's commands for them. Raises SourceFileError (a ValueError)."""
+    sources = resolve_sources(language, code=spec.code, files=spec.files)
+    commands = language.commands(sources.main, sources.names)
+    files = tuple(rp.SourceFile(f.name, f.content.encode("utf-8")) for f in sources.files)
     tty = None
     if spec.tty:
         tty = rp.TerminalSize(spec.cols or DEFAULT_COLS, spec.rows or DEFAULT_ROWS)
     return rp.RunRequest(
         files=files,
-        compile=language.compile,
+        compile=commands.compile,
         # The runner runs `/bin/sh -c <cmd>`; exec makes the language's command the
         # program itself (its process group gets the signals, its exit is the stage's).
-        run=f"exec {language.run}",
+        run=f"exec {commands.run}",
         # The runner counts itself among the session's tasks and needs room for one more.
         pids=max(spec.limits.pids, 2),
         tty=tty,

@@ -12,10 +12,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from icee_core import names
+from icee_core.sources import SourceEntry, check_files
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -132,7 +133,9 @@ DEFAULT_ROWS = 24
 
 class CodeSessionSpec(WireModel):
     language: str = Field(min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9-]*$")
-    code: str
+    # Exactly one: `code` (one file, named by the language) or `files` (icee_core.sources).
+    code: str | None = None
+    files: tuple[SourceEntry, ...] | None = None
     limits: Limits = Limits()
     timeouts: Timeouts = Timeouts()
     # A pseudo-terminal for the program (stdout and stderr become one stream).
@@ -144,13 +147,23 @@ class CodeSessionSpec(WireModel):
 
     @field_validator("code")
     @classmethod
-    def _code_size(cls, code: str) -> str:
+    def _code_size(cls, code: str | None) -> str | None:
+        if code is None:
+            return None
         if not code.strip():
             raise ValueError("code is empty")
         size = len(code.encode("utf-8"))
         if size > CODE_MAX_BYTES:
             raise ValueError(f"code is {size} bytes; at most {CODE_MAX_BYTES} are accepted")
         return code
+
+    @model_validator(mode="after")
+    def _code_or_files(self) -> CodeSessionSpec:
+        if (self.code is None) == (self.files is None):
+            raise ValueError("give either code or files")
+        if self.files is not None:
+            check_files(self.files)
+        return self
 
 
 class StageUsage(WireModel):

@@ -303,3 +303,72 @@ async def test_replay_keeps_stdout_and_stderr_apart(api: ApiServer) -> None:
         t: Transcript = await s.finish(60)
     assert (t.stdout, t.stderr) == ("out 1\nout 2\n", "err 1\n"), t.messages
     assert t.final["reason"] == "Completed"
+
+
+# -- several files, Java's own class name ----------------------------------------------
+
+TWO_FILES: dict[str, list[dict[str, Any]]] = {
+    "python": [
+        {"name": "main.py", "content": "from lib.greet import hello\nprint(hello('Ada'))\n"},
+        {"name": "lib/greet.py", "content": "def hello(n):\n    return f'hello {n}'\n"},
+    ],
+    "javascript": [
+        {"name": "main.js", "content": "console.log(require('./greet').hello('Ada'));\n"},
+        {"name": "greet.js", "content": "exports.hello = (n) => `hello ${n}`;\n"},
+    ],
+    "java": [
+        {
+            "name": "App.java",
+            "content": "public class App {\n  public static void main(String[] a) {\n"
+            '    System.out.println(Greet.hello("Ada"));\n  }\n}\n',
+            "main": True,
+        },
+        {
+            "name": "Greet.java",
+            "content": 'class Greet {\n  static String hello(String n) { return "hello " + n; }\n}\n',
+        },
+    ],
+    "cpp": [
+        {
+            "name": "main.cpp",
+            "content": '#include <iostream>\n#include "greet.h"\n'
+            'int main() { std::cout << hello("Ada") << std::endl; }\n',
+        },
+        {
+            "name": "greet.h",
+            "content": "#include <string>\n"
+            'inline std::string hello(const std::string& n) { return "hello " + n; }\n',
+        },
+    ],
+    "ruby": [
+        {"name": "main.rb", "content": "require_relative 'greet'\nputs hello('Ada')\n"},
+        {"name": "greet.rb", "content": 'def hello(n) = "hello #{n}"\n'},
+    ],
+}
+
+
+async def test_two_file_program_imports_its_second_file(api: ApiServer) -> None:
+    async def scenario(language: str) -> None:
+        async with api.http() as http:
+            r = await http.post(
+                "/session", json={"language": language, "files": TWO_FILES[language]}
+            )
+            assert r.status_code == 201, r.text
+        async with api.connect(r.json()["sessionId"]) as s:
+            t = await s.finish(WITHIN)
+        assert t.stdout == "hello Ada\n", t.messages
+        assert t.final["reason"] == "Completed", t.final
+
+    await each_language(scenario)
+
+
+async def test_java_runs_whatever_its_public_class_is_called(api: ApiServer) -> None:
+    code = (
+        "import java.util.*;\n\npublic class Solution {\n"
+        "    public static void main(String[] args) {\n"
+        '        System.out.println("solved " + new Solution().getClass().getSimpleName());\n'
+        "    }\n}\n"
+    )
+    _, t = await _run(api, code, "java")
+    assert t.stdout == "solved Solution\n", t.messages
+    assert t.final["reason"] == "Completed", t.final

@@ -94,6 +94,15 @@ def test_tty_session_with_its_terminal_size(api: TestClient, cluster: FakeCluste
     assert "cols" not in spec
 
 
+def test_several_files(api: TestClient, cluster: FakeCluster) -> None:
+    files = [{"name": "lib/util.py", "content": "X = 1"}, {"name": "main.py", "content": "1"}]
+    r = api.post("/session", json={"language": "python", "files": files})
+    assert r.status_code == 201, r.text
+    spec = cluster.sessions[r.json()["sessionId"]]["spec"]
+    assert [f["name"] for f in spec["files"]] == ["lib/util.py", "main.py"]
+    assert "code" not in spec
+
+
 def test_requested_limits_may_lower_but_never_raise(api: TestClient, cluster: FakeCluster) -> None:
     r = api.post(
         "/session",
@@ -117,7 +126,6 @@ def test_requested_limits_may_lower_but_never_raise(api: TestClient, cluster: Fa
     [
         ({"language": "cobol", "code": "x"}, 422, "unknown language 'cobol'"),
         ({"language": "python", "code": "   "}, 422, "code is empty"),
-        ({"language": "python"}, 422, "code"),
         ({"language": "python", "code": "x", "extra": 1}, 422, "extra"),
         ({"language": "python", "code": "x", "limits": {"outputBytes": 0}}, 422, "outputBytes"),
         ({"language": "python", "code": "x" * (CODE_MAX_BYTES + 1)}, 413, "at most 65536"),
@@ -127,6 +135,26 @@ def test_requested_limits_may_lower_but_never_raise(api: TestClient, cluster: Fa
         ({"language": "python", "code": "x", "tty": True, "cols": "80"}, 422, "cols"),
         ({"language": "python", "code": "x", "tty": "yes"}, 422, "tty"),
         ({"language": "python", "code": "x", "cols": 80}, 422, 'need "tty": true'),
+        ({"language": "python"}, 422, "give either code or files"),
+        (
+            {"language": "python", "code": "x", "files": [{"name": "a.py", "content": "x"}]},
+            422,
+            "give either code or files",
+        ),
+        (
+            {"language": "python", "files": [{"name": "../etc/x.py", "content": "x"}]},
+            422,
+            "'../etc/x.py'",
+        ),
+        ({"language": "python", "files": [{"name": "/abs.py", "content": "x"}]}, 422, "/abs.py"),
+        (
+            {
+                "language": "python",
+                "files": [{"name": "a.py", "content": "1"}, {"name": "b.py", "content": "2"}],
+            },
+            422,
+            "which of the 2 files is the main one",
+        ),
     ],
 )
 def test_bad_session_requests(api: TestClient, body: Any, status: int, says: str) -> None:

@@ -4,17 +4,43 @@ from icee_api.run_request import build_request
 from icee_core import runner_protocol as rp
 from icee_core.languages import load_registry
 from icee_core.models import CodeSessionSpec, Limits
+from icee_core.sources import SourceEntry
 
 LANGUAGES = load_registry()
 
 
 def test_code_is_one_file_named_by_the_language() -> None:
-    spec = CodeSessionSpec(language="java", code="class Main {}")
-    req = build_request(spec, LANGUAGES.get("java"))
-    assert req.files == (rp.SourceFile("Main.java", b"class Main {}"),)
-    assert req.compile == "javac $ICEE_JAVAC_FLAGS -d . Main.java"
-    assert req.run == "exec java $ICEE_JVM_FLAGS -cp . Main"
+    spec = CodeSessionSpec(language="python", code="print(1)")
+    req = build_request(spec, LANGUAGES.get("python"))
+    assert req.files == (rp.SourceFile("main.py", b"print(1)"),)
+    assert (req.compile, req.run) == (None, "exec python3 -u main.py")
     assert (req.pids, req.tty) == (32, None)
+
+
+SOLUTION = "public class Solution {\n  public static void main(String[] a) {}\n}\n"
+
+
+def test_java_code_is_named_after_its_public_class() -> None:
+    spec = CodeSessionSpec(language="java", code=SOLUTION)
+    req = build_request(spec, LANGUAGES.get("java"))
+    assert req.files == (rp.SourceFile("Solution.java", SOLUTION.encode()),)
+    assert req.compile is not None
+    assert req.compile.endswith("Solution.java")
+    assert req.run.endswith(" Solution")
+
+
+def test_files_are_sent_with_the_main_one_in_the_commands() -> None:
+    files = (
+        SourceEntry(name="util.py", content="X = 1\n"),
+        SourceEntry(name="app.py", content="import util\n", main=True),
+    )
+    spec = CodeSessionSpec(language="python", files=files)
+    req = build_request(spec, LANGUAGES.get("python"))
+    assert req.files == (
+        rp.SourceFile("util.py", b"X = 1\n"),
+        rp.SourceFile("app.py", b"import util\n"),
+    )
+    assert req.run == "exec python3 -u app.py"
 
 
 def test_tty_sessions_get_their_terminal_size() -> None:

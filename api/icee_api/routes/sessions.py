@@ -21,6 +21,7 @@ from icee_core.models import (
     WireModel,
     clamp_spec,
 )
+from icee_core.sources import SourceEntry, SourceFileError, resolve_sources
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -39,7 +40,9 @@ class CreateSession(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     language: str
-    code: str
+    # Exactly one of: `code` (one file) or `files` (several; icee_core.sources).
+    code: str | None = None
+    files: list[SourceEntry] | None = None
     limits: Limits | None = None
     timeouts: Timeouts | None = None
     # A pseudo-terminal for the program; cols/rows only with it (default 80x24).
@@ -132,17 +135,23 @@ def build_spec(body: Any, services: Services) -> CodeSessionSpec:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"unknown language {req.language!r}; one of: {known}",
         )
-    size = len(req.code.encode("utf-8"))
+    size = len(req.code.encode("utf-8")) if req.code is not None else 0
     if size > CODE_MAX_BYTES:
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"code is {size} bytes; at most {CODE_MAX_BYTES} are accepted",
         )
+    try:
+        # Names, count, size, which file is the main one (422 naming the file).
+        resolve_sources(services.languages.get(req.language), code=req.code, files=req.files)
+    except SourceFileError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     maxima = services.settings.maxima
     try:
         spec = CodeSessionSpec(
             language=req.language,
             code=req.code,
+            files=tuple(req.files) if req.files is not None else None,
             limits=_lowered(req.limits, maxima.limits),
             timeouts=_lowered(req.timeouts, maxima.timeouts),
             tty=req.tty,
