@@ -325,7 +325,8 @@ TWO_FILES: dict[str, list[dict[str, Any]]] = {
         },
         {
             "name": "Greet.java",
-            "content": 'class Greet {\n  static String hello(String n) { return "hello " + n; }\n}\n',
+            "content": "class Greet {\n"
+            '  static String hello(String n) { return "hello " + n; }\n}\n',
         },
     ],
     "cpp": [
