@@ -78,6 +78,7 @@ class StreamLimits:
     termination_timeout: float
 
 
+_SIGKILL = 9
 # A runner diagnostic line is logged up to this many characters.
 _DIAGNOSTIC_LOG_CHARS = 300
 
@@ -99,6 +100,7 @@ class Bridge:
         on_output: Callable[[str, int], None] | None = None,
         *,
         tty: bool = False,
+        ended_elsewhere: Callable[[], bool] | None = None,
     ) -> None:
         self.session = session
         self._client = client
@@ -112,6 +114,9 @@ class Bridge:
         self._ending = asyncio.Event()
         self._stdin_closed = False
         self._tty = tty
+        # True when the operator is ending the session (its status is final or the pod
+        # is being deleted): then its reason, not the runner's report, is the answer.
+        self._ended_elsewhere = ended_elsewhere or (lambda: False)
         self._decoder = rp.Decoder()
         self._stages: dict[str, rp.StageEnded] = {}
         # The outcome the runner reported (its q frame), when it is the answer.
@@ -209,10 +214,14 @@ class Bridge:
     def _runner_outcome(self, result: rp.Result) -> Outcome | None:
         """The final state the runner's report implies; None when the operator must say.
 
-        A termination the api asked for wins (the runner then only saw a signal), and
-        a setup failure is the operator's to name (StartFailed).
+        A termination the api asked for wins (the runner then only saw a signal), so
+        does one the operator is carrying out (an execution deadline: the pod is
+        deleted, the runner forwards SIGTERM); a SIGKILL may be the memory limit's
+        (OOM killer) and a setup failure is the operator's to name (StartFailed).
         """
         if self.session.termination is not None or self.session.ended:
+            return None
+        if self._ended_elsewhere():
             return None
         usage = {stage: ended.usage() for stage, ended in self._stages.items()}
         run = self._stages.get(rp.Stage.RUN.value)
@@ -220,6 +229,8 @@ class Bridge:
         if result is rp.Result.COMPLETED and run is not None and run.exit_code == 0:
             return Outcome(State.FINISHED, 0, Reason.COMPLETED, usage=usage)
         if result in (rp.Result.ERROR, rp.Result.SIGNALED) and run is not None:
+            if run.signal == _SIGKILL:
+                return None
             code = run.exit_code if run.signal == 0 else 128 + run.signal
             return Outcome(State.FINISHED, code, Reason.ERROR, usage=usage)
         if result is rp.Result.COMPILE_ERROR and compile_ is not None and run is None:

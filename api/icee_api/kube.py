@@ -152,22 +152,27 @@ class ContainerState:
     kind: Literal["absent", "waiting", "running", "terminated"]
     reason: str = ""
     exit_code: int | None = None
+    # The pod is being deleted (the operator ends sessions that way).
+    deleting: bool = False
 
 
 def container_state(pod: Mapping[str, Any], container: str) -> ContainerState:
     """Pure reading of ``status.containerStatuses`` for one container."""
+    deleting = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
         if status.get("name") != container:
             continue
         state = status.get("state") or {}
         if "terminated" in state:
             term = state["terminated"] or {}
-            return ContainerState("terminated", term.get("reason") or "", term.get("exitCode"))
+            reason, code = term.get("reason") or "", term.get("exitCode")
+            return ContainerState("terminated", reason, code, deleting)
         if "running" in state:
-            return ContainerState("running")
+            return ContainerState("running", deleting=deleting)
         if "waiting" in state:
-            return ContainerState("waiting", (state["waiting"] or {}).get("reason") or "")
-    return ContainerState("absent")
+            reason = (state["waiting"] or {}).get("reason") or ""
+            return ContainerState("waiting", reason, deleting=deleting)
+    return ContainerState("absent", deleting=deleting)
 
 
 @dataclass(frozen=True, slots=True)

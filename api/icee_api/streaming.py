@@ -260,6 +260,7 @@ class SessionStream:
                 self._ask_operator,
                 self._count_output,
                 tty=opening.tty,
+                ended_elsewhere=self._ended_elsewhere,
             )
             self._bridge = bridge
             end = await bridge.run()
@@ -270,6 +271,13 @@ class SessionStream:
                 # the operator still writes the CodeSession's status from the pod.
                 self.session.end(bridge.outcome)
             return end
+
+    def _ended_elsewhere(self) -> bool:
+        """The operator is ending the session: its status is final or the pod is going."""
+        if self._watches.outcomes.get(self.id) is not None:
+            return True
+        pod = self._watches.pods.get(self.id)
+        return pod is not None and (pod.deleting or pod.reason == "OOMKilled")
 
     def _count_output(self, stream: str, size: int) -> None:
         self._metrics.output_bytes.labels(stream).inc(size)

@@ -17,7 +17,10 @@ async def test_hello_world_streams_then_finishes_with_exit_0(api: ApiServer) -> 
     t = await api.run("print('Hello World')")
     assert t.stdout == "Hello World\n"
     assert t.states == ["pending", "running", "finished"]
+    usage = t.final.pop("usage")
     assert t.final == {"type": "state", "state": "finished", "exitCode": 0, "reason": "Completed"}
+    assert set(usage) == {"run"}
+    assert usage["run"]["exitCode"] == 0
     assert t.close_code == 1000
     # Output came before the final state.
     assert t.messages.index(t.of("stdout")[0]) < t.messages.index(t.final)
@@ -48,6 +51,7 @@ async def test_10000_lines_printed_before_reading_all_arrive(api: ApiServer) -> 
 async def test_stderr_and_exit_code(api: ApiServer) -> None:
     t = await api.run("import sys\nprint('out')\nprint('err', file=sys.stderr)\nsys.exit(3)")
     assert (t.stdout, t.stderr) == ("out\n", "err\n")
+    t.final.pop("usage")
     assert t.final == {"type": "state", "state": "finished", "exitCode": 3, "reason": "Error"}
 
 
@@ -82,11 +86,13 @@ async def test_sessions_run_side_by_side(api: ApiServer) -> None:
 async def test_get_session_reports_the_outcome(api: ApiServer) -> None:
     async with api.live("print(1)") as s:
         await s.finish()
-        async with api.http() as http:
-            body = (await http.get(f"/session/{s.id}")).json()
+    # The stream's final state comes from the runner at once; the operator's status
+    # (what GET reads) follows when the kubelet has seen the exit.
+    body = await api.wait_ended(s.id)
     assert body["state"] == "finished"
     assert (body["exitCode"], body["reason"]) == (0, "Completed")
     assert all(body[k] for k in ("createdAt", "startedAt", "finishedAt"))
+    assert body["usage"]["run"]["exitCode"] == 0
 
 
 async def test_metrics_count_sessions(api: ApiServer) -> None:

@@ -222,6 +222,27 @@ async def test_a_requested_termination_wins_over_the_runner_report() -> None:
     assert h.bridge.outcome is None  # the operator will say UserTerminated
 
 
+async def test_an_operator_ending_the_session_wins_over_the_runner_report() -> None:
+    # The execution deadline: the operator deletes the pod, the runner forwards SIGTERM.
+    h = Harness()
+    h.bridge._ended_elsewhere = lambda: True
+    run = h.start()
+    h.attach.emit(Channel.STDOUT, x_frame("run", 143))
+    h.attach.event("q", "result=error")
+    await run
+    assert h.bridge.outcome is None
+
+
+async def test_a_sigkill_is_left_to_the_operator() -> None:
+    # Perhaps the OOM killer (under runc the runner survives it): MemoryLimitExceeded.
+    h = Harness()
+    run = h.start()
+    h.attach.emit(Channel.STDOUT, x_frame("run", -1, signal=9))
+    h.attach.event("q", "result=signaled")
+    await run
+    assert h.bridge.outcome is None
+
+
 async def test_setup_failure_is_left_to_the_operator() -> None:
     h = Harness()
     run = h.start()
