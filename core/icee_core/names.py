@@ -24,6 +24,11 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 COMPONENT_SANDBOX = "sandbox"
 LABEL_SESSION = f"{GROUP}/session"
 LABEL_LANGUAGE = f"{GROUP}/language"
+# Warm pools (issue 12): the SandboxPool a warm pod belongs to until a session
+# claims it, and the hash of the template it was built from.
+POOL_PLURAL = "sandboxpools"
+LABEL_POOL = f"{GROUP}/pool"
+LABEL_TEMPLATE_HASH = f"{GROUP}/template-hash"
 # On a CodeSession: a hash of the client that created it (its API token or address),
 # so that every api replica can count a client's sessions from the cluster.
 LABEL_CLIENT = f"{GROUP}/client"

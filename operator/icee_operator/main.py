@@ -8,7 +8,7 @@ import sys
 import kopf
 from icee_core.languages import LanguageConfigError, load_registry
 
-from icee_operator import handlers
+from icee_operator import handlers, pool_handlers
 from icee_operator.settings import OperatorSettings
 
 
@@ -19,7 +19,9 @@ def run() -> None:
         languages = load_registry(settings.languages_file)
     except LanguageConfigError as error:
         sys.exit(f"icee-operator: {error}")
-    assert handlers.startup  # importing the module registers the handlers with kopf
+    # Importing the modules registers their handlers with kopf.
+    assert handlers.startup
+    assert pool_handlers.pools_startup
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     kopf.run(
         clusterwide=False,
