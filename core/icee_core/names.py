@@ -29,6 +29,8 @@ LABEL_LANGUAGE = f"{GROUP}/language"
 POOL_PLURAL = "sandboxpools"
 LABEL_POOL = f"{GROUP}/pool"
 LABEL_TEMPLATE_HASH = f"{GROUP}/template-hash"
+# When the api claimed a warm pod (RFC 3339), set by the claim with the session label.
+ANNOTATION_CLAIMED_AT = f"{GROUP}/claimed-at"
 # On a CodeSession: a hash of the client that created it (its API token or address),
 # so that every api replica can count a client's sessions from the cluster.
 LABEL_CLIENT = f"{GROUP}/client"

@@ -39,6 +39,9 @@ _TEMPLATE_SLOT = "00000000-0000-4000-8000-000000000000"
 # The code is never sent to a warm pod (the runner gets it over stdin once claimed);
 # the spec only carries the limits and timeouts the builder reads.
 _NO_CODE = "# warm pod: the program arrives over the runner's stdin"
+# A claimed pod its session's operator has not adopted this long after the claim
+# (the claiming api went away before it recorded the claim) is deleted.
+ADOPTION_GRACE_SECONDS = 60
 
 
 class PoolSpec(BaseModel):
@@ -141,6 +144,8 @@ class WarmPod:
     claimed: bool  # carries a session label: the session's, not the pool's any more
     terminating: bool
     ended: bool  # Succeeded or Failed: will never serve a session
+    claimed_at: datetime | None = None  # the claim's annotation
+    adopted: bool = False  # owned by its CodeSession, no longer by the pool
 
 
 def warm_pod_of(pod: Mapping[str, Any]) -> WarmPod:
@@ -149,10 +154,9 @@ def warm_pod_of(pod: Mapping[str, Any]) -> WarmPod:
     status = pod.get("status") or {}
     conditions = status.get("conditions") or ()
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    created = metadata.get("creationTimestamp")
-    if isinstance(created, str):
-        created = datetime.fromisoformat(created)
-    assert isinstance(created, datetime), "a pod from the apiserver has a creationTimestamp"
+    created = _timestamp(metadata.get("creationTimestamp"))
+    assert created is not None, "a pod from the apiserver has a creationTimestamp"
+    owners = metadata.get("ownerReferences") or ()
     return WarmPod(
         name=metadata["name"],
         template_hash=labels.get(names.LABEL_TEMPLATE_HASH, ""),
@@ -161,7 +165,20 @@ def warm_pod_of(pod: Mapping[str, Any]) -> WarmPod:
         claimed=names.LABEL_SESSION in labels,
         terminating=metadata.get("deletionTimestamp") is not None,
         ended=status.get("phase") in ("Succeeded", "Failed"),
+        claimed_at=_timestamp((metadata.get("annotations") or {}).get(names.ANNOTATION_CLAIMED_AT)),
+        adopted=any(o.get("kind") == names.KIND for o in owners),
     )
+
+
+def _timestamp(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
 
 
 @dataclass
@@ -181,7 +198,11 @@ def plan(spec: PoolSpec, current_hash: str, pods: Iterable[WarmPod], now: dateti
     keep: list[WarmPod] = []
     for pod in pods:
         if pod.claimed:
-            result.in_use += 1  # its session deletes it
+            claim_age = (now - (pod.claimed_at or pod.created_at)).total_seconds()
+            if not pod.adopted and not pod.terminating and claim_age >= ADOPTION_GRACE_SECONDS:
+                result.delete.append(pod.name)  # a claim nobody recorded
+            elif not pod.terminating:
+                result.in_use += 1  # its session deletes it
         elif pod.terminating:
             continue
         elif (

@@ -39,10 +39,21 @@ async def pools_startup(memo: kopf.Memo, **_: Any) -> None:
         languages = memo.get("languages") or load_registry(config.languages_file)
     except LanguageConfigError as error:
         raise kopf.PermanentError(str(error)) from None
+    # kopf logs every event handler's success at INFO: one line per pod event otherwise.
+    objects_log = logging.getLogger("kopf.objects")
+    if _quiet_pool_events not in objects_log.filters:
+        objects_log.addFilter(_quiet_pool_events)
     memo["pools"] = PoolContext(
         settings=config,
         languages=cast(LanguageRegistry, languages),
         kube=cast(PoolKube, await PoolKube.connect(config.namespace)),
+    )
+
+
+def _quiet_pool_events(record: logging.LogRecord) -> bool:
+    return not (
+        record.levelno <= logging.INFO
+        and record.getMessage().startswith(("Handler 'pool_pod_changed'", "Handler 'pool_changed'"))
     )
 
 

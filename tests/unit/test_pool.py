@@ -107,9 +107,9 @@ def test_plan_refills_after_a_claim_and_counts_it_in_use() -> None:
     assert (result.create, result.delete, result.ready, result.in_use) == (1, [], 1, 1)
 
 
-def test_plan_never_deletes_a_claimed_pod() -> None:
+def test_plan_never_deletes_a_pod_its_session_adopted() -> None:
     old = NOW - timedelta(days=1)
-    claimed = pod("a", claimed=True, template_hash="old", created_at=old, ended=True)
+    claimed = pod("a", claimed=True, template_hash="old", created_at=old, ended=True, adopted=True)
     assert plan(SPEC, "h1", [claimed], NOW).delete == []
 
 
@@ -159,3 +159,13 @@ def test_warm_pod_of_reads_the_apiserver_pod() -> None:
     assert warm.template_hash == "h1"
     body["metadata"]["labels"][names.LABEL_SESSION] = "s"
     assert warm_pod_of(body).claimed
+
+
+def test_plan_deletes_a_claim_nobody_adopted() -> None:
+    long_ago = NOW - timedelta(seconds=120)
+    orphan = pod("orphan", claimed=True, claimed_at=long_ago)
+    fresh = pod("fresh", claimed=True, claimed_at=NOW - timedelta(seconds=5))
+    adopted = pod("adopted", claimed=True, claimed_at=long_ago, adopted=True)
+    result = plan(SPEC, "h1", [orphan, fresh, adopted], NOW)
+    assert result.delete == ["orphan"]
+    assert result.in_use == 2
