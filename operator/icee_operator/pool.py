@@ -24,7 +24,8 @@ from typing import Any
 
 from icee_core import names
 from icee_core.languages import Language
-from icee_core.models import CodeSessionSpec, Limits
+from icee_core.models import CodeSessionSpec
+from icee_core.pools import ANNOTATION_LIMITS, limits_annotation
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -57,20 +58,6 @@ def warm_spec(language: Language, settings: OperatorSettings) -> CodeSessionSpec
     maxima = settings.maxima
     return CodeSessionSpec(
         language=language.id, code=_NO_CODE, limits=maxima.limits, timeouts=maxima.timeouts
-    )
-
-
-def pod_limits_match(requested: Limits, template: Limits) -> bool:
-    """Can a pod built with `template` limits serve a session asking for `requested`?
-
-    cpu, memory and the workspace size are the pod's own (cgroup, emptyDir) and
-    cannot be lowered after it starts; pids, output and stdin are enforced per
-    request by the runner and the api, so any lower value is honoured.
-    """
-    return (
-        requested.cpu_millis == template.cpu_millis
-        and requested.memory_bytes == template.memory_bytes
-        and requested.workspace_bytes == template.workspace_bytes
     )
 
 
@@ -117,6 +104,7 @@ def build_warm_pod(
         names.LABEL_POOL: pool,
         names.LABEL_TEMPLATE_HASH: template_hash(language, settings),
     }
+    metadata["annotations"] = {ANNOTATION_LIMITS: limits_annotation(warm.limits)}
     metadata["ownerReferences"] = [
         {
             "apiVersion": names.API_VERSION,

@@ -8,13 +8,13 @@ from typing import Any
 from icee_core import names
 from icee_core.languages import load_registry
 from icee_core.models import Limits, MiB, ServerMaxima
+from icee_core.pools import ANNOTATION_LIMITS, limits_from_annotations, pod_limits_match
 from icee_operator.pods import build_pod
 from icee_operator.pool import (
     PoolSpec,
     WarmPod,
     build_warm_pod,
     plan,
-    pod_limits_match,
     template_hash,
     warm_pod_of,
     warm_spec,
@@ -48,6 +48,12 @@ def test_warm_pod_is_the_cold_pod_with_pool_labels() -> None:
     assert labels[names.LABEL_COMPONENT] == names.COMPONENT_SANDBOX
     assert warm["metadata"]["name"].startswith("warm-python-")
     assert warm["metadata"]["ownerReferences"][0]["kind"] == "SandboxPool"
+    assert limits_from_annotations(warm["metadata"]["annotations"]) == Limits(
+        cpu_millis=s.maxima.limits.cpu_millis,
+        memory_bytes=s.maxima.limits.memory_bytes,
+        workspace_bytes=s.maxima.limits.workspace_bytes,
+    )
+    assert limits_from_annotations({ANNOTATION_LIMITS: "{bad"}) is None
 
 
 def test_warm_pod_deadline_is_a_backstop_beyond_max_age() -> None:

@@ -1,0 +1,176 @@
+"""Warm pools on the real cluster (issue 12): an operator of our own keeps
+SandboxPools in a namespace of their own; claims race against the real apiserver."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BIN, KUBECTL, REPO, Process, free_port, kubectl, start_process
+from icee_core import names
+
+pytestmark = pytest.mark.cluster
+
+POOL_CRD = REPO / "charts" / "icee" / "crds" / "sandboxpool.yaml"
+CLAIMER = Path(__file__).with_name("pool_claimer.py")
+
+
+class PoolStack:
+    def __init__(self, namespace: str, logs: Path) -> None:
+        self.namespace = namespace
+        self.logs = logs
+        self.operator = self.start_operator({})
+
+    def start_operator(self, env: dict[str, str]) -> Process:
+        base = {"ICEE_NAMESPACE": self.namespace, "ICEE_HEALTH_PORT": str(free_port())}
+        return start_process("operator", [str(BIN / "icee-operator")], base | env, self.logs)
+
+    def restart_operator(self, env: dict[str, str]) -> None:
+        self.operator.stop()
+        self.operator = self.start_operator(env)
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        return kubectl("-n", self.namespace, *args, check=check)
+
+    def apply_pool(self, name: str, language: str, replicas: int) -> None:
+        pool = {
+            "apiVersion": names.API_VERSION,
+            "kind": "SandboxPool",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {"language": language, "replicas": replicas},
+        }
+        subprocess.run([KUBECTL, "apply", "-f", "-"], input=json.dumps(pool), text=True, check=True)
+
+    def pool(self, name: str) -> dict[str, Any]:
+        return dict(json.loads(self.kubectl("get", "sandboxpool", name, "-o", "json")))
+
+    def pods(self, pool: str) -> list[dict[str, Any]]:
+        out = self.kubectl("get", "pods", "-l", f"{names.LABEL_POOL}={pool}", "-o", "json")
+        return list(json.loads(out)["items"])
+
+    def ready_unclaimed(self, pool: str) -> list[dict[str, Any]]:
+        return [p for p in self.pods(pool) if _ready(p) and _unclaimed(p)]
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return not pod["metadata"].get("deletionTimestamp") and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in conditions
+    )
+
+
+def _unclaimed(pod: dict[str, Any]) -> bool:
+    return names.LABEL_SESSION not in (pod["metadata"].get("labels") or {})
+
+
+def wait_for(what: str, check: Callable[[], bool], within: float = 90) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def stack(kubeconfig: str, process_logs: Path) -> Iterator[PoolStack]:
+    kubectl("apply", "-f", str(POOL_CRD))
+    kubectl("wait", "--for=condition=Established", "crd/sandboxpools.icee.dev")
+    namespace = f"icee-pool-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", namespace)
+    s = PoolStack(namespace, process_logs)
+    try:
+        yield s
+    finally:
+        s.operator.stop()
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_pool_reaches_its_size_and_kubectl_shows_it(stack: PoolStack) -> None:
+    stack.apply_pool("python", "python", 2)
+    wait_for("2 ready warm pods", lambda: len(stack.ready_unclaimed("python")) == 2)
+    wait_for("status.ready == 2", lambda: stack.pool("python").get("status", {}).get("ready") == 2)
+    for pod in stack.pods("python"):
+        labels = pod["metadata"]["labels"]
+        assert labels[names.LABEL_LANGUAGE] == "python"
+        assert labels[names.LABEL_TEMPLATE_HASH] == stack.pool("python")["status"]["templateHash"]
+        assert pod["metadata"]["ownerReferences"][0]["kind"] == "SandboxPool"
+        container = pod["spec"]["containers"][0]
+        assert container["command"] == [names.RUNNER_PATH]
+        assert container["securityContext"]["runAsNonRoot"] is True
+        assert pod["spec"].get("automountServiceAccountToken") is False
+    table = stack.kubectl("get", "sandboxpools")
+    header, row = table.splitlines()[0].split(), table.splitlines()[1].split()
+    assert header[:5] == ["NAME", "LANGUAGE", "DESIRED", "READY", "IN-USE"]
+    assert row[:5] == ["python", "python", "2", "2", "0"]
+
+
+def test_kubectl_scale_drives_the_pool(stack: PoolStack) -> None:
+    stack.kubectl("scale", "sandboxpool", "python", "--replicas=1")
+    wait_for("1 warm pod", lambda: len([p for p in stack.pods("python") if _ready(p)]) == 1)
+    stack.kubectl("scale", "sandboxpool", "python", "--replicas=2")
+    wait_for("2 ready warm pods", lambda: len(stack.ready_unclaimed("python")) == 2)
+    path = f"/apis/icee.dev/v1alpha1/namespaces/{stack.namespace}/sandboxpools/python/scale"
+    scale = json.loads(kubectl("get", "--raw", path))
+    assert scale["spec"]["replicas"] == 2
+
+
+def test_two_api_processes_never_claim_the_same_pod(stack: PoolStack) -> None:
+    wait_for("2 ready warm pods", lambda: len(stack.ready_unclaimed("python")) == 2)
+    before = {p["metadata"]["name"] for p in stack.ready_unclaimed("python")}
+    start_at = time.time() + 8  # both processes connected and synced by then
+    procs = []
+    for _ in range(2):
+        sessions = [str(uuid.uuid4()) for _ in range(3)]
+        argv = [sys.executable, str(CLAIMER), stack.namespace, "python", str(start_at), *sessions]
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
+    results: dict[str, str | None] = {}
+    for proc in procs:
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        results |= json.loads(out)
+    claimed = {s: p for s, p in results.items() if p is not None}
+    # Six claims for two ready pods: each pod went to exactly one session.
+    assert sorted(claimed.values()) == sorted(before), results
+    for session, pod in claimed.items():
+        labels = json.loads(stack.kubectl("get", "pod", pod, "-o", "json"))["metadata"]["labels"]
+        assert labels[names.LABEL_SESSION] == session
+    # Refill starts at once: two new warm pods, the claimed ones counted in use.
+    wait_for("refilled", lambda: len(stack.ready_unclaimed("python")) == 2, within=60)
+    wait_for("in use == 2", lambda: stack.pool("python")["status"].get("inUse") == 2)
+    for pod in claimed.values():
+        stack.kubectl("delete", "pod", pod, "--wait=false")
+
+
+def test_template_change_replaces_warm_pods(stack: PoolStack) -> None:
+    wait_for("2 ready warm pods", lambda: len(stack.ready_unclaimed("python")) == 2)
+    old_hash = stack.pool("python")["status"]["templateHash"]
+    old = {p["metadata"]["name"] for p in stack.pods("python")}
+    # New limits for every session: a new template.
+    stack.restart_operator({"ICEE_MAXIMA__LIMITS__MEMORY_BYTES": str(150 * 1024 * 1024)})
+    wait_for(
+        "a new template hash", lambda: stack.pool("python")["status"]["templateHash"] != old_hash
+    )
+    new_hash = stack.pool("python")["status"]["templateHash"]
+
+    def replaced() -> bool:
+        pods = stack.ready_unclaimed("python")
+        return len(pods) == 2 and all(
+            p["metadata"]["labels"][names.LABEL_TEMPLATE_HASH] == new_hash for p in pods
+        )
+
+    wait_for("warm pods of the new template", replaced)
+    assert not old & {p["metadata"]["name"] for p in stack.ready_unclaimed("python")}
+
+
+def test_scale_to_zero_turns_the_pool_off(stack: PoolStack) -> None:
+    stack.kubectl("scale", "sandboxpool", "python", "--replicas=0")
+    wait_for(
+        "no warm pods",
+        lambda: not [p for p in stack.pods("python") if not p["metadata"].get("deletionTimestamp")],
+    )
