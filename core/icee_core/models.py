@@ -124,6 +124,9 @@ class Start(WireModel):
 
     # When the client connected (the operator's start timeout runs from here).
     at: datetime
+    # A warm pod the api claimed for the session (issue 12): the operator adopts it
+    # instead of creating one. None: a cold start.
+    pod_name: str | None = Field(default=None, min_length=1, max_length=253)
 
 
 TERMINAL_MAX = 1000
