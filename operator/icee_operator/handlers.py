@@ -7,7 +7,12 @@
                                     deadlines (start timeout, retention) re-armed
 - every RECONCILE_SECONDS        -> each CodeSession repaired (level-triggered):
                                     whatever an event missed or a handler failed
-- a session running              -> its execution deadline, a daemon per session
+- a session running              -> its execution deadline armed (the operator's own)
+
+kopf timers and daemons would do the last two, but kopf puts its finalizer on
+every object that has one, and a finalizer keeps a CodeSession (and its namespace)
+from being deleted while no operator runs: one background loop and our own
+one-shot deadlines instead.
 
 Every handler has bounded retries; the last failure ends the session with a
 stated reason where one fits (a sandbox that cannot be created: StartFailed), and
@@ -20,9 +25,9 @@ even with the operator down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
@@ -32,7 +37,7 @@ from icee_core.models import Phase, Reason
 
 from icee_operator.deadlines import Deadlines
 from icee_operator.kube import Kube
-from icee_operator.repair import execution_deadline, give_up, repair, time_limit
+from icee_operator.repair import arm_execution_deadline, give_up, keep_repairing
 from icee_operator.sessions import (
     Context,
     end,
@@ -77,28 +82,24 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # No Kubernetes Event per handled object: hundreds of sessions would flood them.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    # kopf logs every timer run at INFO: one line per session every 10 s otherwise.
-    objects_log = logging.getLogger("kopf.objects")
-    if _quiet_repairs not in objects_log.filters:
-        objects_log.addFilter(_quiet_repairs)
-    memo["context"] = Context(
+    ctx = Context(
         settings=config,
         languages=cast(LanguageRegistry, languages),
         kube=await Kube.connect(config.namespace),
         deadlines=Deadlines(),
     )
-
-
-def _quiet_repairs(record: logging.LogRecord) -> bool:
-    return not (
-        record.levelno <= logging.INFO
-        and record.getMessage().startswith("Timer 'codesession_repaired' succeeded")
+    memo["context"] = ctx
+    memo["repairing"] = asyncio.create_task(
+        keep_repairing(ctx, RECONCILE_SECONDS), name="repair sessions"
     )
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     ctx = context(memo)
+    repairing = cast(asyncio.Task[None], memo["repairing"])
+    repairing.cancel()
+    await asyncio.gather(repairing, return_exceptions=True)
     await ctx.deadlines.close()
     await ctx.kube.close()
 
@@ -157,40 +158,14 @@ async def termination_requested(
         await bounded(ctx, body, retry, terminate(ctx, body), reason)
 
 
-@kopf.timer(*CODESESSIONS, interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
-async def codesession_repaired(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    # Never raises: a failure is logged and the next interval tries again.
-    try:
-        await repair(context(memo), body)
-    except Exception as error:
-        logging.getLogger(__name__).warning("session %s: repair failed: %r", body.meta.name, error)
-
-
-def _running(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") == Phase.RUNNING.value
-
-
-@kopf.daemon(*CODESESSIONS, when=_running, backoff=RETRY_BACKOFF_SECONDS, cancellation_timeout=5)
-async def execution_time(
-    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
-) -> None:
-    """Ends the session at its execution deadline (the pod's activeDeadlineSeconds,
-    checked by the kubelet on its own schedule, is the backstop)."""
-    ctx = context(memo)
-    deadline = execution_deadline(ctx, body)
-    if deadline is None:
-        return
-    await stopped.wait(max(0.0, (deadline - datetime.now(UTC)).total_seconds()))
-    if not stopped:
-        await time_limit(ctx, body.meta.name or "")
-
-
 @kopf.on.event(*CODESESSIONS)
 async def codesession_seen(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     # An ended session this process has not cleaned up yet (seen after a restart):
     # delete what it owns and arm its retention from its finishedAt.
     ctx = context(memo)
     status = status_of(body)
+    if type != "DELETED" and status.phase is Phase.RUNNING:
+        arm_execution_deadline(ctx, body)
     if type != "DELETED" and status.is_final and f"retain/{body.meta.name}" not in ctx.deadlines:
         await end(ctx, body.meta.name, status)
 

@@ -58,6 +58,13 @@ class Kube:
             raise
         return cast(dict[str, Any], found)
 
+    async def list_sessions(self) -> list[dict[str, Any]]:
+        """Every CodeSession in the namespace, as JSON."""
+        found = await self._custom.list_namespaced_custom_object(
+            names.GROUP, names.VERSION, self.namespace, names.PLURAL
+        )
+        return [item for item in cast(dict[str, Any], found).get("items") or []]
+
     async def patch_session_status(
         self, name: str, status: Mapping[str, Any], resource_version: str
     ) -> None:

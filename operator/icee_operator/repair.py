@@ -2,14 +2,15 @@
 
 Events can be missed or their handling can fail (kopf drops a failed
 ``@kopf.on.event``): a pod's final event whose status write was refused would leave
-the session ``Running`` with its pod alive. So every CodeSession is also looked at
-periodically and brought in line with what exists now (``repair``), and the
-execution deadline is a timer of the operator's own (``time_limit``), not only the
-kubelet's ``activeDeadlineSeconds``, which it checks on its own sync period.
+the session ``Running`` with its pod alive. So every CodeSession is also listed
+periodically and brought in line with what exists now (``keep_repairing``), and the
+execution deadline is a timer of the operator's own (``arm_execution_deadline``),
+not only the kubelet's ``activeDeadlineSeconds``, which it checks on its own sync.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,23 @@ logger = logging.getLogger(__name__)
 _NOT_FINAL = frozenset({None, Phase.PENDING, Phase.RUNNING})
 
 
+async def keep_repairing(ctx: Context, interval: float) -> None:
+    """Every ``interval`` s, repair every CodeSession (one list, then one by one)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            sessions = await ctx.kube.list_sessions()
+        except Exception as error:
+            logger.warning("repair: cannot list the sessions: %r", error)
+            continue
+        for body in sessions:
+            try:
+                await repair(ctx, body)
+            except Exception as error:  # the next round tries again
+                name = (body.get("metadata") or {}).get("name")
+                logger.warning("session %s: repair failed: %r", name, error)
+
+
 async def repair(ctx: Context, body: Mapping[str, Any]) -> None:
     """Bring one session in line with its pod, its deadline and its leftovers."""
     name = body["metadata"]["name"]
@@ -37,7 +55,21 @@ async def repair(ctx: Context, body: Mapping[str, Any]) -> None:
     if deadline is not None and datetime.now(UTC) >= deadline:
         await time_limit(ctx, name)
         return
+    arm_execution_deadline(ctx, body)
     await reconcile(ctx, body)
+
+
+def arm_execution_deadline(ctx: Context, body: Mapping[str, Any]) -> None:
+    """End a running session at its execution deadline (re-arming is harmless)."""
+    deadline = execution_deadline(ctx, body)
+    if deadline is None:
+        return
+    name = body["metadata"]["name"]
+
+    async def expire() -> None:
+        await time_limit(ctx, name)
+
+    ctx.deadlines.arm(f"execution/{name}", deadline, expire)
 
 
 def execution_deadline(ctx: Context, body: Mapping[str, Any]) -> datetime | None:

@@ -205,6 +205,7 @@ def _container_ended(pod: Mapping[str, Any]) -> bool:
 async def end(ctx: Context, name: str, status: CodeSessionStatus) -> None:
     """The session is over: its pod goes now, the CodeSession after retention."""
     ctx.deadlines.disarm(f"start/{name}")
+    ctx.deadlines.disarm(f"execution/{name}")
     await ctx.kube.delete_pod(names.pod_name(name), ctx.settings.termination_grace_seconds)
     finished_at = status.finished_at or datetime.now(UTC)
     retain_until = finished_at + timedelta(seconds=ctx.settings.retention_seconds)

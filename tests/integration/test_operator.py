@@ -550,7 +550,7 @@ def test_the_execution_deadline_ends_the_session_on_time(operator: Operator) -> 
     assert seconds <= ran.total_seconds() < seconds + 3, final
 
 
-def test_kopf_keeps_no_second_copy_of_the_code(operator: Operator) -> None:
+def test_kopf_keeps_no_second_copy_of_the_code_and_no_finalizer(operator: Operator) -> None:
     code = "print('a program whose text appears once')"
     _, final = run(operator, code)
     obj = session(operator, final["id"])
@@ -558,3 +558,5 @@ def test_kopf_keeps_no_second_copy_of_the_code(operator: Operator) -> None:
     annotations = json.dumps(obj["metadata"].get("annotations") or {})
     assert "last-handled-configuration" in annotations
     assert "appears once" not in annotations
+    # A CodeSession can always be deleted, even with no operator running.
+    assert not obj["metadata"].get("finalizers")
