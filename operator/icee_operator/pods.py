@@ -125,6 +125,10 @@ def build_pod(
     }
     if settings.runtime_class_name:
         pod_spec["runtimeClassName"] = settings.runtime_class_name
+    elif not settings.allow_no_runtime_class:
+        raise ValueError("refusing a sandbox pod without a RuntimeClass")
+    if settings.sandbox_service_account:
+        pod_spec["serviceAccountName"] = settings.sandbox_service_account
     return {
         "apiVersion": "v1",
         "kind": "Pod",

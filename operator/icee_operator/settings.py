@@ -7,7 +7,7 @@ from typing import Literal
 
 from icee_core import names
 from icee_core.models import MiB, ServerMaxima
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,9 +21,15 @@ class OperatorSettings(BaseSettings):
     # Session limits are lowered to these (the api applies the same maxima).
     maxima: ServerMaxima = ServerMaxima()
 
-    # Sandbox pods. An empty runtime class runs on the node's default runtime (runc):
-    # for development only, gVisor is the isolation boundary.
+    # Sandbox pods. gVisor is the isolation boundary: without a runtime class the
+    # pods would run on the node's default runtime (runc), which the operator
+    # refuses unless allow_no_runtime_class says so (development only, never with
+    # untrusted code; docs/security.md lists what runc does not contain).
     runtime_class_name: str | None = "gvisor"
+    allow_no_runtime_class: bool = False
+    # The service account sandbox pods run as (one with nothing bound to it; the
+    # chart creates it); None: the namespace's default. No token is mounted either way.
+    sandbox_service_account: str | None = None
     image_pull_policy: Literal["IfNotPresent", "Never", "Always"] = "IfNotPresent"
     # Requests stay tiny so ~100 sessions fit a 2-core node; the limits are the spec's.
     cpu_request_millis: int = Field(default=10, ge=1)
@@ -51,7 +57,16 @@ class OperatorSettings(BaseSettings):
     # kopf's liveness endpoint (/healthz); 0 disables it.
     health_port: int = Field(default=8080, ge=0, le=65535)
 
-    @field_validator("runtime_class_name", "peering")
+    @field_validator("runtime_class_name", "peering", "sandbox_service_account")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @model_validator(mode="after")
+    def _sandboxed(self) -> OperatorSettings:
+        if self.runtime_class_name is None and not self.allow_no_runtime_class:
+            raise ValueError(
+                "ICEE_RUNTIME_CLASS_NAME is empty: sandbox pods would run without gVisor;"
+                " for development only, set ICEE_ALLOW_NO_RUNTIME_CLASS=true"
+            )
+        return self

@@ -51,6 +51,7 @@ EXPECTED_PYTHON_POD: dict[str, Any] = {
     },
     "spec": {
         "runtimeClassName": "gvisor",
+        "serviceAccountName": "icee-sandbox",
         "restartPolicy": "Never",
         "activeDeadlineSeconds": 125,
         "terminationGracePeriodSeconds": 1,
@@ -125,7 +126,13 @@ EXPECTED_PYTHON_POD: dict[str, Any] = {
 
 def test_python_pod_is_exactly_the_hardened_pod() -> None:
     spec = CodeSessionSpec(language="python", code="print('Hello World')")
-    assert build_pod(SESSION_ID, spec, LANGUAGES.get("python"), settings()) == EXPECTED_PYTHON_POD
+    pod = build_pod(
+        SESSION_ID,
+        spec,
+        LANGUAGES.get("python"),
+        settings(sandbox_service_account="icee-sandbox"),
+    )
+    assert pod == EXPECTED_PYTHON_POD
 
 
 def test_limits_and_timeouts_come_from_the_spec() -> None:
@@ -145,10 +152,20 @@ def test_limits_and_timeouts_come_from_the_spec() -> None:
     assert container["resources"]["requests"]["memory"] == str(16 * MiB)
 
 
-def test_runtime_class_can_be_left_to_the_node_default() -> None:
+def test_no_runtime_class_is_refused_unless_allowed_for_development() -> None:
+    with pytest.raises(ValueError, match="ICEE_ALLOW_NO_RUNTIME_CLASS"):
+        settings(runtime_class_name="")
     spec = CodeSessionSpec(language="python", code="1")
-    pod = build_pod(SESSION_ID, spec, LANGUAGES.get("python"), settings(runtime_class_name=""))
+    dev = settings(runtime_class_name="", allow_no_runtime_class=True)
+    pod = build_pod(SESSION_ID, spec, LANGUAGES.get("python"), dev)
     assert "runtimeClassName" not in pod["spec"]
+
+
+def test_without_a_sandbox_service_account_the_namespace_default_is_used() -> None:
+    spec = CodeSessionSpec(language="python", code="1")
+    pod = build_pod(SESSION_ID, spec, LANGUAGES.get("python"), settings())
+    assert "serviceAccountName" not in pod["spec"]
+    assert pod["spec"]["automountServiceAccountToken"] is False
 
 
 def test_each_session_gets_its_own_uid_in_the_range() -> None:

@@ -38,6 +38,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- .Values.sandbox.namespace -}}
 {{- end -}}
 
+{{/* icee.sandboxServiceAccount: what sandbox pods run as (nothing is bound to it). */}}
+{{- define "icee.sandboxServiceAccount" -}}
+{{- printf "%s-sandbox" (include "icee.fullname" .) -}}
+{{- end -}}
+
 {{/* icee.env: settings shared by the api and the operator (both read ICEE_*). */}}
 {{- define "icee.env" -}}
 - name: ICEE_NAMESPACE
