@@ -23,6 +23,23 @@ DEADLINE_BACKSTOP_SECONDS = 5
 # The runner's exit code when it fails before the program runs (or on a protocol error).
 SANDBOX_SETUP_FAILED = 125
 
+# The kubelet gives every container the API server's address (KUBERNETES_SERVICE_*,
+# KUBERNETES_PORT*) whatever enableServiceLinks says; the pod's own env, which
+# takes precedence, blanks them.
+KUBELET_ENV = {
+    name: ""
+    for name in (
+        "KUBERNETES_SERVICE_HOST",
+        "KUBERNETES_SERVICE_PORT",
+        "KUBERNETES_SERVICE_PORT_HTTPS",
+        "KUBERNETES_PORT",
+        "KUBERNETES_PORT_443_TCP",
+        "KUBERNETES_PORT_443_TCP_PROTO",
+        "KUBERNETES_PORT_443_TCP_PORT",
+        "KUBERNETES_PORT_443_TCP_ADDR",
+    )
+}
+
 BASE_ENV = {
     "HOME": names.WORKSPACE_DIR,
     "TMPDIR": names.WORKSPACE_DIR,
@@ -47,7 +64,7 @@ def build_pod(
     uid = sandbox_uid(session_id, settings)
     non_root = {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid}
     seccomp = {"seccompProfile": {"type": "RuntimeDefault"}}
-    env = BASE_ENV | language.env
+    env = KUBELET_ENV | BASE_ENV | language.env
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         # The operator ends the session at its execution deadline (repair.py); the
