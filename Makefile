@@ -4,7 +4,7 @@ VENV ?= $(HOME)/.cache/icee/venv
 PY := $(VENV)/bin/python
 export KUBECONFIG ?= /var/lib/icee-cluster/kubeconfig
 
-.PHONY: cluster cluster-down cluster-status images runner venv lint test test-unit bench up ui
+.PHONY: cluster cluster-down cluster-status images runner venv lint test test-unit test-security bench up ui
 
 up:                 ## the whole system: cluster, icee image, helm install; prints the UI address
 	bash cluster/deploy-icee.sh
@@ -39,12 +39,17 @@ lint: venv          ## ruff and mypy
 test-unit: venv runner
 	$(VENV)/bin/pytest tests/unit -q
 
-test: venv ui        ## everything: lint, unit, integration and end-to-end tests on the local cluster
+test-security: venv ## the attack battery on the local cluster (ICEE_SECURITY_RUNTIMES=gvisor,runc)
+	$(VENV)/bin/pytest tests/security -q
+
+test: venv ui        ## everything: lint, unit, integration, security and end-to-end tests on the local cluster
 	$(MAKE) lint
 	bash cluster/deploy-icee.sh
 	# After the cluster scripts installed musl-tools: the tests run the runner the images ship.
 	$(MAKE) runner
 	$(VENV)/bin/pytest tests/unit tests/integration -q
+	# The attack battery, under gVisor and under runc (docs/security.md).
+	$(VENV)/bin/pytest tests/security -q
 	# Apart: sync Playwright and pytest-asyncio do not share a process well.
 	ICEE_API_URL=http://127.0.0.1:30080/ $(VENV)/bin/pytest tests/e2e -q
 	# Last: these kill and rebuild the cluster.
