@@ -17,6 +17,9 @@ from icee_core.models import CodeSessionSpec
 from icee_operator.settings import OperatorSettings
 
 WORKSPACE_VOLUME = "workspace"
+# Scratch space the runtime would otherwise provide uncapped (gVisor mounts a
+# tmpfs at /tmp; /dev/shm is the pod's 64 MB shm): each capped like the workspace.
+SCRATCH_VOLUMES = {"tmp": "/tmp", "shm": "/dev/shm"}
 TERMINATION_LOG = "/dev/termination-log"
 # The pod's own deadline trails the operator's by this much.
 DEADLINE_BACKSTOP_SECONDS = 5
@@ -62,6 +65,7 @@ def build_pod(
 ) -> dict[str, Any]:
     limits = spec.limits
     uid = sandbox_uid(session_id, settings)
+    workspace = str(limits.workspace_bytes)
     non_root = {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid}
     seccomp = {"seccompProfile": {"type": "RuntimeDefault"}}
     env = KUBELET_ENV | BASE_ENV | language.env
@@ -86,8 +90,12 @@ def build_pod(
                 # The only writable path: memory-backed, so it counts against the
                 # memory limit too, and capped at its own size.
                 "name": WORKSPACE_VOLUME,
-                "emptyDir": {"medium": "Memory", "sizeLimit": str(limits.workspace_bytes)},
+                "emptyDir": {"medium": "Memory", "sizeLimit": workspace},
             },
+            *(
+                {"name": name, "emptyDir": {"medium": "Memory", "sizeLimit": workspace}}
+                for name in SCRATCH_VOLUMES
+            ),
         ],
         "containers": [
             {
@@ -132,6 +140,7 @@ def build_pod(
                 },
                 "volumeMounts": [
                     {"name": WORKSPACE_VOLUME, "mountPath": names.WORKSPACE_DIR},
+                    *({"name": name, "mountPath": path} for name, path in SCRATCH_VOLUMES.items()),
                 ],
                 "terminationMessagePath": TERMINATION_LOG,
                 # The runner's last frame (q, result=...) ends the log: on a non-zero exit

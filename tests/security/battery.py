@@ -90,6 +90,7 @@ class Run:
                 "stderr_tail": t.stderr[-1500:] if t else "",
                 "ws_errors": t.errors if t else [],
                 "host": self.host,
+                "canary": self.canary.__dict__ if self.canary else None,
             },
             indent=1,
             default=str,
@@ -148,8 +149,8 @@ async def watch_pod(run: Run, namespace: str) -> None:
             "memory_limit": host.cgroup_value("memory", uid, "memory.limit_in_bytes"),
             "memory_max_usage": host.cgroup_value("memory", uid, "memory.max_usage_in_bytes"),
             "pids_current": host.cgroup_value("pids", uid, "pids.current"),
-            "cpu_quota_us": host.cgroup_value("cpu,cpuacct", uid, "cpu.cfs_quota_us"),
-            "cpu_period_us": host.cgroup_value("cpu,cpuacct", uid, "cpu.cfs_period_us"),
+            "cpu_quota_us": host.cgroup_value("cpu", uid, "cpu.cfs_quota_us"),
+            "cpu_period_us": host.cgroup_value("cpu", uid, "cpu.cfs_period_us"),
             "log_bytes": sum(p.stat().st_size for p in logs if p.exists()),
         }
         for key, value in samples.items():
@@ -262,9 +263,9 @@ async def measure_cpu(live: Live, tag: str, payload: dict[str, Any]) -> None:
     run = live.run
     await asyncio.sleep(1)  # past the start of every worker (and the pod's uid known)
     usage = "cpuacct.usage"
-    u0, t0 = host.cgroup_value("cpu,cpuacct", run.pod_uid, usage), time.monotonic()
+    u0, t0 = host.cgroup_value("cpuacct", run.pod_uid, usage), time.monotonic()
     await asyncio.sleep(5)
-    u1, t1 = host.cgroup_value("cpu,cpuacct", run.pod_uid, usage), time.monotonic()
+    u1, t1 = host.cgroup_value("cpuacct", run.pod_uid, usage), time.monotonic()
     if u0 is not None and u1 is not None:
         run.host["cpu_rate"] = (u1 - u0) / 1e9 / (t1 - t0)
 

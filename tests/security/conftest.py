@@ -49,6 +49,7 @@ from battery import Attack, Run  # noqa: E402
 from chart import kubectl_apply, render  # noqa: E402
 
 RUNTIMES = [r for r in os.environ.get("ICEE_SECURITY_RUNTIMES", "gvisor,runc").split(",") if r]
+ARTIFACTS = REPO / "artifacts" / "security"
 RETENTION_SECONDS = 5
 # Attacks at once, beside as many canaries: enough to keep the wall time down on
 # two cores, few enough that a slow pod start does not trip anyone's deadline.
@@ -224,4 +225,10 @@ def runs(sandbox: Sandbox) -> dict[str, Run]:
             result[run.attack] = run
         return result
 
-    return asyncio.run(everything())
+    result = asyncio.run(everything())
+    # Every run as the tests saw it, for the parity table and for debugging.
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    report = {name: json.loads(run.describe()) | {"result": run.tagged("RESULT")[-1:]}
+              for name, run in sorted(result.items())}  # fmt: skip
+    (ARTIFACTS / f"{sandbox.runtime}.json").write_text(json.dumps(report, indent=1, default=str))
+    return result

@@ -101,7 +101,7 @@ def leftovers(pod_uid: str) -> list[str]:
     if (KUBELET_PODS / pod_uid).exists():
         found.append(str(KUBELET_PODS / pod_uid))
     found += [point for _r, point, _t, _o in mounts() if pod_uid in point]
-    for controller in ("memory", "pids", "cpu,cpuacct"):
+    for controller in ("memory", "pids", "cpu", "cpuacct"):
         group = pod_cgroup(controller, pod_uid)
         if group is not None:
             found.append(str(group))

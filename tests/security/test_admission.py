@@ -117,6 +117,13 @@ def _init_container(pod: dict[str, Any]) -> None:
     pod["spec"]["initContainers"] = [init]
 
 
+def _privileged(pod: dict[str, Any]) -> None:
+    # The API server itself refuses privileged with allowPrivilegeEscalation false.
+    context = _container(pod)["securityContext"]
+    context["privileged"] = True
+    context.pop("allowPrivilegeEscalation")
+
+
 TOKEN_VOLUME = {
     "name": "token",
     "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]},
@@ -129,7 +136,7 @@ BREAKS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "host pid": (_set("hostPID", True), "network, PID or IPC"),
     "host ipc": (_set("hostIPC", True), "network, PID or IPC"),
     "host path": (_add_volume({"name": "h", "hostPath": {"path": "/"}}), "hostPath"),
-    "privileged": (_container_set("privileged", True), "privileged"),
+    "privileged": (_privileged, "privileged"),
     "added capability": (
         _container_set("capabilities", {"drop": ["ALL"], "add": ["NET_RAW"]}),
         "add capabilities",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -45,11 +46,12 @@ def test_identity_is_unprivileged(runs: dict[str, Run]) -> None:
     assert r["gid"] >= 1_000_000, r
     status = r["status"]
     for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
-        assert int(status[cap], 16) == 0, (cap, status)
-    assert status["NoNewPrivs"] == "1", status
+        assert int(status.get(cap, "0"), 16) == 0, (cap, status)
+    # prctl, not /proc/self/status: gVisor's has no NoNewPrivs line.
+    assert r["no_new_privs"] == 1, r
     # The RuntimeDefault seccomp profile applies to the program itself (under
-    # gVisor that takes runsc --oci-seccomp).
-    assert status["Seccomp"] == "2", status
+    # gVisor that takes runsc --oci-seccomp): mode 2, a filter.
+    assert r["seccomp"] == 2, r
     assert r["tokens"] == [], r
     assert r["secret_mounts"] == [], r
 
@@ -61,7 +63,7 @@ def test_proc_and_sys_show_no_host(runs: dict[str, Run], runtime: str) -> None:
     cmdlines = " ".join(r["procs"].values())
     assert not [d for d in HOST_DAEMONS if d in cmdlines], r["procs"]
     assert len(r["procs"]) <= 3, r["procs"]
-    assert r["hostname"] == "sandbox", r
+    assert r["hostname"] != socket.gethostname(), r
     host_version = Path("/proc/version").read_text()[:4096]
     if runtime == "gvisor":
         # gVisor's own kernel: no host kernel version, command line, paths or logs.

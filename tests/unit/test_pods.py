@@ -71,6 +71,8 @@ EXPECTED_PYTHON_POD: dict[str, Any] = {
                 "name": "workspace",
                 "emptyDir": {"medium": "Memory", "sizeLimit": str(32 * MiB)},
             },
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": str(32 * MiB)}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": str(32 * MiB)}},
         ],
         "containers": [
             {
@@ -123,6 +125,8 @@ EXPECTED_PYTHON_POD: dict[str, Any] = {
                 },
                 "volumeMounts": [
                     {"name": "workspace", "mountPath": "/workspace"},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    {"name": "shm", "mountPath": "/dev/shm"},
                 ],
                 "terminationMessagePath": "/dev/termination-log",
                 "terminationMessagePolicy": "FallbackToLogsOnError",
