@@ -42,14 +42,12 @@ test-unit: venv runner
 test-security: venv ## the attack battery on the local cluster (ICEE_SECURITY_RUNTIMES=gvisor,runc)
 	$(VENV)/bin/pytest tests/security -q
 
-test: venv ui        ## everything: lint, unit, integration, security and end-to-end tests on the local cluster
+test: venv ui        ## everything: lint, unit, integration and end-to-end tests on the local cluster
 	$(MAKE) lint
 	bash cluster/deploy-icee.sh
 	# After the cluster scripts installed musl-tools: the tests run the runner the images ship.
 	$(MAKE) runner
 	$(VENV)/bin/pytest tests/unit tests/integration -q
-	# The attack battery, under gVisor and under runc (docs/security.md).
-	$(VENV)/bin/pytest tests/security -q
 	# Apart: sync Playwright and pytest-asyncio do not share a process well.
 	ICEE_API_URL=http://127.0.0.1:30080/ $(VENV)/bin/pytest tests/e2e -q
 	# Last: these kill and rebuild the cluster.
