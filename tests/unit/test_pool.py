@@ -77,7 +77,7 @@ def test_template_hash_follows_image_limits_and_language() -> None:
     assert base == template_hash(PYTHON, settings())
     smaller = ServerMaxima(limits=Limits(memory_bytes=100 * MiB))
     assert template_hash(PYTHON, settings(maxima=smaller)) != base
-    assert template_hash(PYTHON, settings(runtime_class_name="")) != base
+    assert template_hash(PYTHON, settings(runtime_class_name="runc")) != base
     other_image = PYTHON.model_copy(update={"image": "icee/sandbox-python:other"})
     assert template_hash(other_image, settings()) != base
     assert template_hash(LANGUAGES.get("ruby"), settings()) != base
