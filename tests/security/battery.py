@@ -126,41 +126,54 @@ async def kubectl_json(*args: str) -> dict[str, Any]:
     return json.loads(out) if out.strip() else {}
 
 
-async def watch_pod(run: Run, namespace: str) -> None:
-    """Learn the pod's uid and container ids, then poll its cgroups and log until cancelled."""
-    while not run.pod_uid or not run.container_ids:
+async def find_pod(run: Run, namespace: str) -> None:
+    """The pod's uid as soon as it exists, its container ids once they run."""
+    while not run.container_ids:
         pod = await kubectl_json("get", "pod", f"run-{run.session_id}", "-n", namespace)
-        run.pod_uid = pod.get("metadata", {}).get("uid", "")
+        run.pod_uid = run.pod_uid or pod.get("metadata", {}).get("uid", "")
         statuses = pod.get("status", {}).get("containerStatuses", [])
         run.container_ids = [
             s["containerID"].split("://", 1)[-1] for s in statuses if s.get("containerID")
         ]
-        if not run.container_ids:
-            await asyncio.sleep(0.3)
-    h = run.host
-    h["disk_baseline"] = await asyncio.to_thread(
+        await asyncio.sleep(0.1)
+    run.host["disk_baseline"] = await asyncio.to_thread(
         host.node_disk_bytes, run.pod_uid, run.container_ids
     )
-    while True:
-        uid = run.pod_uid
-        pattern = f"{namespace}_run-{run.session_id}_{uid}/*/*.log"
-        logs = await asyncio.to_thread(lambda p=pattern: list(POD_LOGS.glob(p)))
-        samples = {
-            "memory_limit": host.cgroup_value("memory", uid, "memory.limit_in_bytes"),
-            "memory_max_usage": host.cgroup_value("memory", uid, "memory.max_usage_in_bytes"),
-            "pids_current": host.cgroup_value("pids", uid, "pids.current"),
-            "cpu_quota_us": host.cgroup_value("cpu", uid, "cpu.cfs_quota_us"),
-            "cpu_period_us": host.cgroup_value("cpu", uid, "cpu.cfs_period_us"),
-            "log_bytes": sum(p.stat().st_size for p in logs if p.exists()),
-        }
-        for key, value in samples.items():
-            if value is None:
-                continue
-            if key.endswith(("_max_usage", "_current", "log_bytes")):
-                h[f"{key}_peak"] = max(value, h.get(f"{key}_peak", 0))
-            else:
-                h[key] = value
-        await asyncio.sleep(0.5)
+
+
+def sample(run: Run, namespace: str) -> None:
+    """One look at the pod's cgroups and container log; peaks are kept."""
+    uid, h = run.pod_uid, run.host
+    logs = list(POD_LOGS.glob(f"{namespace}_run-{run.session_id}_{uid}/*/*.log"))
+    samples = {
+        "memory_limit": host.cgroup_value("memory", uid, "memory.limit_in_bytes"),
+        "memory_max_usage": host.cgroup_value("memory", uid, "memory.max_usage_in_bytes"),
+        "pids_current": host.cgroup_value("pids", uid, "pids.current"),
+        "cpu_quota_us": host.cgroup_value("cpu", uid, "cpu.cfs_quota_us"),
+        "cpu_period_us": host.cgroup_value("cpu", uid, "cpu.cfs_period_us"),
+        "log_bytes": sum(p.stat().st_size for p in logs if p.exists()) if logs else None,
+    }
+    for key, value in samples.items():
+        if value is None:
+            continue
+        if key.endswith(("_max_usage", "_current", "log_bytes")):
+            h[f"{key}_peak"] = max(value, h.get(f"{key}_peak", 0))
+        else:
+            h[key] = value
+
+
+async def watch_pod(run: Run, namespace: str) -> None:
+    """Find the pod, then sample it from the node every 0.1 s until cancelled."""
+    finder = asyncio.create_task(find_pod(run, namespace))
+    try:
+        while True:
+            if run.pod_uid:
+                await asyncio.to_thread(sample, run, namespace)
+            await asyncio.sleep(0.1)
+    finally:
+        finder.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await finder
 
 
 async def canary(api: ApiServer) -> Canary:

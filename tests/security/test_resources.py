@@ -35,4 +35,5 @@ def test_output_flood_ends_with_output_limit_exceeded(runs: dict[str, Run], stre
     delivered = len((run.transcript.stdout + run.transcript.stderr).encode())
     assert delivered == OUTPUT_BYTES, run.describe()
     # What the node kept of it (the container log) stays under the pod's storage cap.
-    assert run.host.get("log_bytes_peak", 0) <= EPHEMERAL_BYTES, run.describe()
+    assert "log_bytes_peak" in run.host, run.describe()
+    assert run.host["log_bytes_peak"] <= EPHEMERAL_BYTES, run.describe()
