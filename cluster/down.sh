@@ -20,18 +20,22 @@ kill_matching "$(k8s_bin_dir)/"
 kill_matching "$prefix/usr/bin/etcd"
 
 # 2. Workloads: every process in a kubepods cgroup (runc containers, gVisor
-# sandboxes and gofers), then the shims, then containerd.
+# sandboxes, gofers and stubs), then the shims, then containerd.
 for cg in /sys/fs/cgroup/*/kubepods; do
   [[ -d "$cg" ]] || continue
   find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null
 done
 kill_matching "containerd-shim-runc-v2 .*-address $ICEE_RUN/containerd/"
-kill_matching "runsc-(sandbox|gofer).*"
-kill_matching "$prefix/usr/bin/runsc"
+kill_matching "containerd-shim-runsc-v1 .*-address $ICEE_RUN/containerd/"
+# gVisor's sandboxes and gofers of this cluster (runsc.toml's root), and any
+# runsc command still running; other runsc users on the machine are left alone.
+kill_matching "runsc-(sandbox|gofer) .*--root=$ICEE_RUN/"
+kill_matching "$(gvisor_bin_dir)/runsc .*--root=$ICEE_RUN/"
 if running containerd; then kill "$(cat "$ICEE_RUN/containerd.pid")" 2>/dev/null; sleep 0.5; fi
 kill_matching "$prefix/usr/bin/containerd"
 rm -f "$ICEE_RUN"/*.pid
-# runc and runsc state of the shim's containers (the shim's default root).
+# runc state of the runc shim's containers (its default root); runsc's state
+# is under $ICEE_RUN, removed below.
 rm -rf /run/containerd/runc/k8s.io
 
 # 3. Mounts under our state and run directories (volumes, rootfs, netns, shm),

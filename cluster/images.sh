@@ -19,9 +19,11 @@ mkdir -p "$out_dir"
 # Roots of builds that died mid-way (an hour is far longer than any build).
 find "$out_dir" -maxdepth 1 -name '.root-*' -mmin +60 -exec rm -rf {} + 2>/dev/null || true
 
-# The runner layer's key: its source, its build and the layer packer.
+# The runner layer's key: its source, its build, the layer packer and the other
+# file of that layer (a placeholder that keeps /tmp read-only under gVisor).
 runner_dir="$here/../runner"
-runner_key="$(cat "$runner_dir/icee-runner.c" "$runner_dir/Makefile" "$here/oci_add_layer.py" | sha256sum | cut -c1-16)"
+tmp_placeholder="$here/images/tmp-read-only.txt"
+runner_key="$(cat "$runner_dir/icee-runner.c" "$runner_dir/Makefile" "$here/oci_add_layer.py" "$tmp_placeholder" | sha256sum | cut -c1-16)"
 runner_bin="$out_dir/icee-runner-$runner_key"
 
 for r in "${recipes[@]}"; do
@@ -51,7 +53,8 @@ for r in "${recipes[@]}"; do
         make -s -C "$runner_dir" OUT="$runner_bin.tmp" >&2 || die "building the runner failed"
         mv "$runner_bin.tmp" "$runner_bin"
       fi
-      python3 "$here/oci_add_layer.py" "$archive" "$final" "$runner_bin:/usr/local/bin/icee-runner:0755" >/dev/null
+      python3 "$here/oci_add_layer.py" "$archive" "$final" "$runner_bin:/usr/local/bin/icee-runner:0755" \
+        "$tmp_placeholder:/tmp/.icee-read-only:0444" >/dev/null
       log "added the runner layer ($runner_key) to $IMAGE"
     fi
     # Older archives of this recipe are superseded (its base is kept beside the final image).

@@ -48,14 +48,14 @@ suite_extract() {
 
 require_root() { [[ $EUID == 0 ]] || die "must run as root (the node runs containerd and the kubelet); try: sudo $0"; }
 
-# containerd, etcd and runsc unpacked from a newer Debian suite, keyed by suite.
-node_prefix() { echo "$ICEE_CACHE/node-$CONTAINERD_SUITE-$ETCD_SUITE-$RUNSC_SUITE"; }
+# containerd and etcd unpacked from a newer Debian suite, keyed by suite.
+node_prefix() { echo "$ICEE_CACHE/node-$CONTAINERD_SUITE-$ETCD_SUITE"; }
 
 kc() { "$(k8s_bin_dir)/kubectl" --kubeconfig "$ICEE_STATE/kubeconfig" "$@"; }
 
 # render FILE: substitute ${VAR} from the environment (versions.env and paths).
 render() {
-  ICEE_STATE="$ICEE_STATE" ICEE_RUN="$ICEE_RUN" NODE_PREFIX="$(node_prefix)" \
+  ICEE_STATE="$ICEE_STATE" ICEE_RUN="$ICEE_RUN" NODE_PREFIX="$(node_prefix)" GVISOR_BIN="$(gvisor_bin_dir)" \
   POD_CIDR="$POD_CIDR" NODE_IP="$NODE_IP" NODE_NAME="$NODE_NAME" CLUSTER_DNS_IP="$CLUSTER_DNS_IP" \
   python3 -c 'import os, re, sys
 text = open(sys.argv[1]).read()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the node needs: Debian packages on the host (runc, CNI plugins,
-# iptables, debootstrap, ...) and a private prefix with newer containerd, etcd
-# and runsc unpacked from a newer suite. Idempotent and cached by version.
+# iptables, debootstrap, ...) and a private prefix with newer containerd and
+# etcd unpacked from a newer suite. Idempotent and cached by version. (gVisor is
+# built from source: build-gvisor.sh.)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/versions.env"
@@ -20,14 +21,13 @@ fi
 
 prefix="$(node_prefix)"
 if [[ ! -f "$prefix/.complete" ]]; then
-  log "unpacking containerd, etcd and runsc from $ETCD_SUITE into $prefix"
+  log "unpacking containerd and etcd from $ETCD_SUITE into $prefix"
   rm -rf "$prefix" && mkdir -p "$prefix"
   suite_extract "$CONTAINERD_SUITE" containerd "$prefix"
   suite_extract "$ETCD_SUITE" etcd-server "$prefix"
-  suite_extract "$RUNSC_SUITE" runsc "$prefix"
   touch "$prefix/.complete"
 fi
-for b in containerd containerd-shim-runc-v2 ctr etcd runsc; do
+for b in containerd containerd-shim-runc-v2 ctr etcd; do
   [[ -x "$prefix/usr/bin/$b" ]] || die "$b missing from $prefix; remove it and run again"
 done
-log "node packages ready ($("$prefix/usr/bin/containerd" --version | awk '{print $3}'), etcd $("$prefix/usr/bin/etcd" --version | awk 'NR==1{print $3}'), $("$prefix/usr/bin/runsc" --version | head -1))"
+log "node packages ready ($("$prefix/usr/bin/containerd" --version | awk '{print $3}'), etcd $("$prefix/usr/bin/etcd" --version | awk 'NR==1{print $3}'))"

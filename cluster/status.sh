@@ -11,6 +11,12 @@ ok=1
 for c in $COMPONENTS; do
   if running "$c"; then say "  $c: running (pid $(cat "$ICEE_RUN/$c.pid"))"; else say "  $c: DOWN"; ok=0; fi
 done
+# The pinned gVisor the "runsc" handler runs (runsc.toml's binary_name).
+if runsc_version="$("$(gvisor_bin_dir)/runsc" --version 2>/dev/null | head -1)"; then
+  say "  gvisor: $runsc_version"
+else
+  say "  gvisor: runsc $GVISOR_VERSION MISSING (cluster/build-gvisor.sh)"; ok=0
+fi
 if ((ok)) && [[ -x "$(k8s_bin_dir)/kubectl" ]] && node_ready 2>/dev/null; then
   say "  node $NODE_NAME: Ready"
   if kc get runtimeclass gvisor >/dev/null 2>&1; then say "  runtimeclass gvisor: present"; else say "  runtimeclass gvisor: MISSING"; ok=0; fi

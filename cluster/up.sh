@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Bring up the local single-node Kubernetes cluster: etcd, the control plane,
-# containerd with runc and gVisor, the kubelet and kube-proxy, all as plain
-# processes on this machine. Idempotent: a healthy cluster is left as it is; a
-# broken or half-dead one (killed processes, stale mounts) is cleaned first.
+# containerd with runc and gVisor (its own shim: one sandbox per pod), the
+# kubelet and kube-proxy, all as plain processes on this machine. Idempotent:
+# a healthy cluster is left as it is; a broken or half-dead one (killed
+# processes, stale mounts) is cleaned first.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/versions.env"
@@ -22,6 +23,7 @@ preflight
 "$here/down.sh" --keep-images
 "$here/node-deps.sh"
 "$here/build-k8s.sh"
+"$here/build-gvisor.sh" >/dev/null
 "$here/pki.sh"
 
 bin="$(k8s_bin_dir)"
@@ -44,7 +46,7 @@ render "$here/config/containerd.toml" > "$cfg/containerd.toml"
 render "$here/config/cni.conflist" > "$ICEE_STATE/cni/net.d/10-icee.conflist"
 render "$here/config/kubelet.yaml" > "$cfg/kubelet.yaml"
 render "$here/config/kube-proxy.yaml" > "$cfg/kube-proxy.yaml"
-render "$here/config/runsc-router.sh" > "$cfg/runsc-router.sh" && chmod +x "$cfg/runsc-router.sh"
+render "$here/config/runsc.toml" > "$cfg/runsc.toml"
 
 start etcd "$prefix/usr/bin/etcd" --name icee --data-dir "$ICEE_STATE/etcd" \
   --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
@@ -52,7 +54,8 @@ start etcd "$prefix/usr/bin/etcd" --name icee --data-dir "$ICEE_STATE/etcd" \
   --initial-cluster icee=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381 \
   --unsafe-no-fsync --log-level warn
 
-start containerd env PATH="$prefix/usr/bin:$PATH" "$prefix/usr/bin/containerd" --config "$cfg/containerd.toml"
+# containerd finds each runtime's shim (containerd-shim-runsc-v1, -runc-v2) on its PATH.
+start containerd env PATH="$(gvisor_bin_dir):$prefix/usr/bin:$PATH" "$prefix/usr/bin/containerd" --config "$cfg/containerd.toml"
 
 start kube-apiserver "$bin/kube-apiserver" \
   --etcd-servers=http://127.0.0.1:2379 \

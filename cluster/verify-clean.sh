@@ -6,7 +6,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/versions.env"
 . "$here/lib.sh"
 left=()
-procs="$(pgrep -af "$(k8s_bin_dir)/|$(node_prefix)/|runsc-(sandbox|gofer)" | grep -v -e verify-clean -e pgrep)"
+procs="$(pgrep -af "$(k8s_bin_dir)/|$(node_prefix)/|containerd-shim-runsc-v1 .*-address $ICEE_RUN/|runsc(-sandbox|-gofer)? .*--root=$ICEE_RUN/" | grep -v -e verify-clean -e pgrep)"
 [[ -z "$procs" ]] || left+=("processes: $procs")
 mounts="$(findmnt -rn -o TARGET | grep -E "^($ICEE_STATE|$ICEE_RUN|/run/containerd)(/|$)")"
 [[ -z "$mounts" ]] || left+=("mounts: $mounts")
