@@ -12,8 +12,9 @@ for c in $COMPONENTS; do
   if running "$c"; then say "  $c: running (pid $(cat "$ICEE_RUN/$c.pid"))"; else say "  $c: DOWN"; ok=0; fi
 done
 # The pinned gVisor the "runsc" handler runs (runsc.toml's binary_name).
-if runsc_version="$("$(gvisor_bin_dir)/runsc" --version 2>/dev/null | head -1)"; then
-  say "  gvisor: $runsc_version"
+# (Read whole: with pipefail, `| head -1` would fail it on SIGPIPE.)
+if runsc_version="$("$(gvisor_bin_dir)/runsc" --version 2>/dev/null)"; then
+  say "  gvisor: ${runsc_version%%$'\n'*}"
 else
   say "  gvisor: runsc $GVISOR_VERSION MISSING (cluster/build-gvisor.sh)"; ok=0
 fi
