@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Compile the pinned gVisor (runsc and containerd-shim-runsc-v1) from the Go
-# module gvisor.dev/gvisor into the cache, keyed by version. A second run is a
-# no-op. Prints the directory holding the two binaries.
+# module gvisor.dev/gvisor into the cache. Two small patches make it work on
+# these machines (below); the cache is keyed by the version and by this script,
+# so a change to either rebuilds, and a second run is a no-op. Prints the
+# directory holding the two binaries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/versions.env"
@@ -19,23 +21,65 @@ grep -q "gvisor.dev/gvisor $GVISOR_VERSION\$" "$here/gvisor/go.mod" \
 
 log "compiling gvisor $GVISOR_VERSION (cold: ~5 min on 2 cores; cached afterwards)"
 start=$SECONDS
-# Vendored outside the work tree, so the one patch below never touches the
-# module cache or the repository.
+# Vendored outside the work tree, so the patches never touch the module cache
+# or the repository.
 src="$out/../src"
 rm -rf "$src" && mkdir -p "$src"
 cp "$here/gvisor/go.mod" "$here/gvisor/go.sum" "$here/gvisor/tools.go" "$src/"
 (cd "$src" && GOFLAGS=-mod=mod go mod vendor)
 
-# The shim lowers its own oom_score_adj to -999 at start; that needs
+# patch_vendored FILE: in the vendored FILE, replace the text before a line
+# "----" on stdin by the text after it; the old text must occur exactly once.
+patch_vendored() {
+  python3 -c '
+import sys
+path = sys.argv[1]
+old, new = sys.stdin.read().rstrip("\n").split("\n----\n")
+text = open(path).read()
+if text.count(old) != 1:
+    sys.exit(1)
+open(path, "w").write(text.replace(old, new))
+' "$src/vendor/$1" || die "gvisor $GVISOR_VERSION: $1 changed; update its patch in $0"
+}
+
+# 1. The shim lowers its own oom_score_adj to -999 at start; that needs
 # CAP_SYS_RESOURCE, which a node may lack (containerd's restrict_oom_score_adj
-# exists for such nodes), and the shim then refuses to start. Keep the score
-# it inherits when the kernel says no.
-manager="$src/vendor/gvisor.dev/gvisor/pkg/shim/v1/manager.go"
-old='if err := sys.SetOOMScore(cmd.Process.Pid, oomScoreMax); err != nil {'
-new='if err := sys.SetOOMScore(cmd.Process.Pid, oomScoreMax); err != nil \&\& !os.IsPermission(err) {'
-grep -qF "$old" "$manager" || die "gvisor $GVISOR_VERSION: the shim's OOM score call changed; update the patch in $0"
-sed -i "s/$(sed 's/[][\.*^$/]/\\&/g' <<<"$old")/$new/" "$manager"
-grep -qF '!os.IsPermission(err) {' "$manager" || die "patching $manager failed"
+# exists for such nodes), and the shim then refuses to start. Keep the score it
+# inherits when the kernel says no.
+patch_vendored gvisor.dev/gvisor/pkg/shim/v1/manager.go <<'GO'
+	if err := sys.SetOOMScore(cmd.Process.Pid, oomScoreMax); err != nil {
+----
+	if err := sys.SetOOMScore(cmd.Process.Pid, oomScoreMax); err != nil && !os.IsPermission(err) {
+GO
+
+# 2. --oci-seccomp turns every SCMP_ACT_ERRNO into EPERM, ignoring the
+# profile's errnoRet. containerd's RuntimeDefault profile answers clone3 with
+# ENOSYS so that glibc falls back to clone; given EPERM, glibc 2.34+ cannot
+# start a single thread. Honour errnoRet and defaultErrnoRet, as runc does.
+patch_vendored gvisor.dev/gvisor/runsc/specutils/seccomp/seccomp.go <<'GO'
+		action, err := convertAction(syscall.Action)
+		if err != nil {
+			return nil, err
+		}
+----
+		action, err := convertAction(syscall.Action)
+		if err != nil {
+			return nil, err
+		}
+		if syscall.Action == specs.ActErrno && syscall.ErrnoRet != nil {
+			action = seccomp.ReturnError.Code(uint16(*syscall.ErrnoRet))
+		}
+GO
+patch_vendored gvisor.dev/gvisor/runsc/specutils/seccomp/seccomp.go <<'GO'
+		return bpf.Program{}, fmt.Errorf("secomp default action: %w", err)
+	}
+----
+		return bpf.Program{}, fmt.Errorf("secomp default action: %w", err)
+	}
+	if s.DefaultAction == specs.ActErrno && s.DefaultErrnoRet != nil {
+		defaultAction = seccomp.ReturnError.Code(uint16(*s.DefaultErrnoRet))
+	}
+GO
 
 rm -rf "$out.tmp" && mkdir -p "$out.tmp"
 (

@@ -7,8 +7,12 @@ log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
 
 k8s_bin_dir() { echo "$ICEE_CACHE/k8s-v$K8S_VERSION/bin"; }
-# runsc and its containerd shim, built from source by build-gvisor.sh.
-gvisor_bin_dir() { echo "$ICEE_CACHE/gvisor-$GVISOR_VERSION/bin"; }
+# runsc and its containerd shim, built from source by build-gvisor.sh; keyed by
+# the version and by what builds and patches it.
+gvisor_bin_dir() {
+  local d; d="$(dirname "${BASH_SOURCE[0]}")"
+  echo "$ICEE_CACHE/gvisor-$GVISOR_VERSION-$(cat "$d/build-gvisor.sh" "$d/gvisor/go.mod" "$d/gvisor/go.sum" | sha256sum | cut -c1-12)/bin"
+}
 
 # The Debian mirror this machine's apt uses (never written into the repository).
 debian_mirror() {
