@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -375,11 +376,16 @@ def test_bombs_end_their_own_session_only(
     fork_bomb = create(op, FORK_BOMB, timeouts={"executionSeconds": 8})
     memory_bomb = create(op, MEMORY_BOMB)
     bombs = [attach(op, fork_bomb), attach(op, memory_bomb)]
-    time.sleep(2)  # both bombs going off
-    stdout, final = run(op, "print(sum(range(10**6)))")
-    assert (stdout, final["reason"]) == ("499999500000\n", "Completed")
-    assert wait_phase(op, memory_bomb, FINAL)["reason"] == "MemoryLimitExceeded"
-    assert wait_phase(op, fork_bomb, FINAL, timeout=30)["reason"] == "TimeLimitExceeded"
+    # Watched from now on: an ended session is deleted RETENTION_SECONDS after its
+    # final status, which may come while the normal session below still starts.
+    with ThreadPoolExecutor() as pool:
+        memory_final = pool.submit(wait_phase, op, memory_bomb, FINAL)
+        fork_final = pool.submit(wait_phase, op, fork_bomb, FINAL, 30)
+        time.sleep(2)  # both bombs going off
+        stdout, final = run(op, "print(sum(range(10**6)))")
+        assert (stdout, final["reason"]) == ("499999500000\n", "Completed")
+        assert memory_final.result()["reason"] == "MemoryLimitExceeded"
+        assert fork_final.result()["reason"] == "TimeLimitExceeded"
     for bomb in bombs:
         bomb.communicate(timeout=30)
 
