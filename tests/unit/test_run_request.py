@@ -1,6 +1,7 @@
 """The runner's request built from a CodeSession spec and the language registry."""
 
 from icee_api.run_request import build_request
+from icee_api.streaming import Opening
 from icee_core import runner_protocol as rp
 from icee_core.languages import load_registry
 from icee_core.models import CodeSessionSpec, Limits
@@ -54,3 +55,22 @@ def test_tty_sessions_get_their_terminal_size() -> None:
 def test_the_runner_always_has_room_for_the_program() -> None:
     spec = CodeSessionSpec(language="python", code="1", limits=Limits(pids=1))
     assert build_request(spec, LANGUAGES.get("python")).pids == 2
+
+
+def test_a_stream_opens_with_the_encoded_request() -> None:
+    obj = {
+        "spec": {"language": "python", "code": "print(1)", "tty": True, "cols": 90, "rows": 20},
+        "status": {"phase": "Running"},
+    }
+    opening = Opening.of(obj, LANGUAGES)
+    assert opening.tty
+    assert opening.outcome is None
+    assert opening.request is not None
+    assert opening.request.startswith(b"F 16\nmain.py\0print(1)\n")
+    assert opening.request.endswith(b"T 15\ncols=90 rows=20\nG 0\n\n")
+
+
+def test_a_spec_that_cannot_run_here_opens_without_a_request() -> None:
+    # A hand-made CodeSession: the operator ends it as InvalidSpec; the stream says so.
+    for spec in ({"language": "cobol", "code": "x"}, {"language": "python"}):
+        assert Opening.of({"spec": spec}, LANGUAGES).request is None
