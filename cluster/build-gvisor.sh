@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compile the pinned gVisor (runsc and containerd-shim-runsc-v1) from the Go
-# module gvisor.dev/gvisor into the cache. Two small patches make it work on
+# module gvisor.dev/gvisor into the cache. Three small patches make it work on
 # these machines (below); the cache is keyed by the version and by this script,
 # so a change to either rebuilds, and a second run is a no-op. Prints the
 # directory holding the two binaries.
@@ -79,6 +79,35 @@ patch_vendored gvisor.dev/gvisor/runsc/specutils/seccomp/seccomp.go <<'GO'
 	if s.DefaultAction == specs.ActErrno && s.DefaultErrnoRet != nil {
 		defaultAction = seccomp.ReturnError.Code(uint16(*s.DefaultErrnoRet))
 	}
+GO
+
+# 3. The shim turns a container's /dev/shm bind mount (the pod's shm, or a
+# memory emptyDir mounted there) into a tmpfs of the sandbox's own, dropping the
+# host tmpfs's size: /dev/shm would then be bounded only by the pod's memory.
+# Keep the size of the tmpfs it replaces.
+patch_vendored gvisor.dev/gvisor/pkg/shim/v1/utils/volumes.go <<'GO'
+	"github.com/containerd/log"
+----
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+GO
+patch_vendored gvisor.dev/gvisor/pkg/shim/v1/utils/volumes.go <<'GO'
+			if specutils.ChangeMountType(m, devshmType) {
+				updated = true
+			}
+----
+			if specutils.ChangeMountType(m, devshmType) {
+				updated = true
+			}
+			var st unix.Statfs_t
+			if err := unix.Statfs(m.Source, &st); err == nil && st.Type == unix.TMPFS_MAGIC {
+				size := "size=" + strconv.FormatUint(st.Blocks*uint64(st.Bsize), 10)
+				m.Options = append(m.Options, size)
+				if IsSandbox(s) {
+					s.Annotations[volumeKeyPrefix+devshmName+".options"] = "rw," + size
+				}
+				updated = true
+			}
 GO
 
 rm -rf "$out.tmp" && mkdir -p "$out.tmp"
