@@ -345,6 +345,12 @@ class Cluster:
     def __init__(self, kube: KubeClient, namespace: str) -> None:
         self.namespace = namespace
         self.kube = kube
+        # Sessions streaming from this process on a claimed warm pod: its name.
+        self.claimed_pods: dict[str, str] = {}
+
+    def pod_name(self, session_id: str) -> str:
+        """The session's pod: its claimed warm pod, else the one the operator creates."""
+        return self.claimed_pods.get(session_id) or names.pod_name(session_id)
 
     @classmethod
     async def connect(
@@ -461,7 +467,7 @@ class Cluster:
     async def read_log(self, session_id: str, limit_bytes: int) -> AsyncIterator[bytes]:
         """The container's log (stdout and stderr interleaved), in chunks."""
         query = {"container": names.CONTAINER_NAME, "limitBytes": str(limit_bytes)}
-        path = pods_path(self.namespace, names.pod_name(session_id), "log")
+        path = pods_path(self.namespace, self.pod_name(session_id), "log")
         try:
             async for chunk in self.kube.stream(path, query, 60):
                 yield chunk
@@ -472,7 +478,7 @@ class Cluster:
         cfg = self.kube.config
         return AttachTarget(
             url=attach_url(
-                cfg.server, self.namespace, names.pod_name(session_id), names.CONTAINER_NAME
+                cfg.server, self.namespace, self.pod_name(session_id), names.CONTAINER_NAME
             ),
             headers={k: v for k, v in self.kube.headers().items() if k == "Authorization"},
             ssl=self.kube.ssl,

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from icee_api.informer import GONE, Informer, Latest, supervise
 from icee_api.kube import Cluster, ContainerState, container_state
 from icee_api.session import Outcome, State
+from icee_api.warm import WarmPods
 
 __all__ = ["GONE", "Latest", "Watches", "outcome_of", "status_of"]
 
@@ -42,7 +43,13 @@ def status_of(obj: dict[str, Any]) -> CodeSessionStatus:
 
 
 def _pod_session(obj: dict[str, Any]) -> str | None:
-    return names.session_id_from_pod_name((obj.get("metadata") or {}).get("name") or "")
+    metadata = obj.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    if names.LABEL_POOL in labels:
+        # A warm pod: nobody's until claimed, then its session's (the claim's label).
+        claimed = labels.get(names.LABEL_SESSION) or ""
+        return claimed if names.is_session_id(claimed) else None
+    return names.session_id_from_pod_name(metadata.get("name") or "")
 
 
 def _codesession_id(obj: dict[str, Any]) -> str | None:
@@ -126,6 +133,8 @@ class Watches:
         )
         # Events outlive their pods by an hour: forget them with the pod.
         self.pods.on_deleted = self.started.forget
+        # Warm pods to claim and their pools' templates (issue 12); optional.
+        self.warm = WarmPods(cluster, watch_seconds)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -141,6 +150,7 @@ class Watches:
             asyncio.create_task(supervise(self.pods), name="informer pods"),
             asyncio.create_task(supervise(self.outcomes), name="informer codesessions"),
             asyncio.create_task(supervise(self.started), name="informer started events"),
+            *self.warm.start(),
         ]
 
     async def stop(self) -> None:

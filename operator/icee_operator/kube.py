@@ -114,6 +114,23 @@ class Kube:
             raise
         return cast(dict[str, Any], self._api_client.sanitize_for_serialization(pod))
 
+    async def patch_pod(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Merge `patch` into the pod (a resourceVersion in it is a precondition).
+
+        None when the pod is gone; Conflict when it changed since that version.
+        """
+        try:
+            pod = await self._core.patch_namespaced_pod(
+                name, self.namespace, patch, _content_type=MERGE_PATCH
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            if error.status == 409:
+                raise Conflict(name) from None
+            raise
+        return cast(dict[str, Any], self._api_client.sanitize_for_serialization(pod))
+
     async def delete_pod(self, name: str, grace_seconds: int) -> None:
         await _ignore_missing(
             self._core.delete_namespaced_pod(

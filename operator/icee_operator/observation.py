@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +42,20 @@ class Observation:
 
 
 def observe_pod(pod: Mapping[str, Any]) -> Observation:
+    observed = _observe_pod(pod)
+    # A warm pod (issue 12) started before its session claimed it: the session's
+    # time (execution deadline, usage window) runs from the claim.
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    try:
+        claimed_at = _time(annotations.get(names.ANNOTATION_CLAIMED_AT))
+    except ValueError:
+        claimed_at = None
+    if claimed_at is not None and observed.started_at is not None:
+        observed = replace(observed, started_at=max(observed.started_at, claimed_at))
+    return observed
+
+
+def _observe_pod(pod: Mapping[str, Any]) -> Observation:
     metadata = pod.get("metadata") or {}
     status = pod.get("status") or {}
     pod_name = metadata.get("name")

@@ -118,12 +118,62 @@ async def start(ctx: Context, body: Mapping[str, Any]) -> None:
         # Created while no operator ran, and nobody waits for it any more.
         await advance(ctx, name, _not_started(ctx), body)
         return
-    spec = clamp_spec(spec, ctx.settings.maxima)
-    pod = build_pod(name, spec, language, ctx.settings)
-    pod["metadata"]["ownerReferences"] = [_owner_reference(body)]
-    await ctx.kube.create_pod(pod)
-    await advance(ctx, name, Observation(Phase.PENDING, pod_name=names.pod_name(name)), body)
+    claimed = spec.start.pod_name if spec.start is not None else None
+    if claimed is not None:
+        # The api claimed a warm pod for the session (issue 12): take it over.
+        observed = await adopt(ctx, body, claimed)
+    else:
+        spec = clamp_spec(spec, ctx.settings.maxima)
+        pod = build_pod(name, spec, language, ctx.settings)
+        pod["metadata"]["ownerReferences"] = [_owner_reference(body)]
+        await ctx.kube.create_pod(pod)
+        observed = Observation(Phase.PENDING, pod_name=names.pod_name(name))
+    await advance(ctx, name, observed, body)
     arm_start_timeout(ctx, body)
+
+
+async def adopt(ctx: Context, body: Mapping[str, Any], pod_name: str) -> Observation:
+    """Make the claimed warm pod the session's own, as if `start` had created it.
+
+    The session's CodeSession becomes its only owner (so it goes with the session,
+    not with the pool); it keeps its pool label, which counts it as in use.
+    """
+    name = body["metadata"]["name"]
+    for _ in range(MAX_CONFLICT_RETRIES):
+        pod = await ctx.kube.get_pod(pod_name)
+        metadata = (pod or {}).get("metadata") or {}
+        if (
+            pod is None
+            or (metadata.get("labels") or {}).get(names.LABEL_SESSION) != name
+            or metadata.get("deletionTimestamp")
+        ):
+            message = f"the warm pod {pod_name} claimed for the session is gone"
+            return Observation(Phase.TERMINATED, Reason.START_FAILED, message=message)
+        owners = metadata.get("ownerReferences") or []
+        if [o.get("uid") for o in owners] == [body["metadata"]["uid"]]:
+            break  # adopted already (a retry of this handler)
+        patch = {
+            "metadata": {
+                "resourceVersion": metadata["resourceVersion"],
+                "ownerReferences": [_owner_reference(body)],
+            }
+        }
+        try:
+            await ctx.kube.patch_pod(pod_name, patch)
+        except Conflict:
+            continue  # its status moved meanwhile: read it again
+        break
+    else:
+        raise Conflict(f"{pod_name}: kept changing while being adopted")
+    logger.info("session %s: adopted warm pod %s", name, pod_name)
+    return Observation(Phase.PENDING, pod_name=pod_name)
+
+
+def session_pod_name(name: str, body: Mapping[str, Any]) -> str:
+    """The session's pod: the warm pod it claimed, else the one `start` creates."""
+    start = (body.get("spec") or {}).get("start") or {}
+    claimed = start.get("podName") if isinstance(start, Mapping) else None
+    return claimed if isinstance(claimed, str) and claimed else names.pod_name(name)
 
 
 async def terminate(ctx: Context, body: Mapping[str, Any]) -> None:
@@ -155,8 +205,9 @@ async def reconcile(ctx: Context, body: Mapping[str, Any]) -> None:
     if status.phase is None:
         await start(ctx, body)
         return
-    pod = await ctx.kube.get_pod(names.pod_name(name))
-    observed = pod_lost(names.pod_name(name)) if pod is None else observe_pod(pod)
+    pod_name = session_pod_name(name, body)
+    pod = await ctx.kube.get_pod(pod_name)
+    observed = pod_lost(pod_name) if pod is None else observe_pod(pod)
     await advance(ctx, name, observed, body)
     arm_start_timeout(ctx, body)
 
@@ -206,7 +257,9 @@ async def end(ctx: Context, name: str, status: CodeSessionStatus) -> None:
     """The session is over: its pod goes now, the CodeSession after retention."""
     ctx.deadlines.disarm(f"start/{name}")
     ctx.deadlines.disarm(f"execution/{name}")
-    await ctx.kube.delete_pod(names.pod_name(name), ctx.settings.termination_grace_seconds)
+    # A claimed warm pod's name is in the status since its adoption.
+    pod_name = status.pod_name or names.pod_name(name)
+    await ctx.kube.delete_pod(pod_name, ctx.settings.termination_grace_seconds)
     finished_at = status.finished_at or datetime.now(UTC)
     retain_until = finished_at + timedelta(seconds=ctx.settings.retention_seconds)
 
