@@ -72,6 +72,10 @@ def pods_path(namespace: str, name: str | None = None, sub: str | None = None) -
     return path
 
 
+def pools_path(namespace: str) -> str:
+    return f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{quote(namespace)}/{names.POOL_PLURAL}"
+
+
 def events_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{quote(namespace)}/events"
 
@@ -80,6 +84,8 @@ def events_path(namespace: str) -> str:
 # posted at once, while the pod status says running only after the kubelet's next
 # relist (PLEG, every second) and a status write.
 STARTED_EVENTS = "involvedObject.kind=Pod,reason=Started"
+# Warm pods: the pods of every SandboxPool, claimed or not.
+WARM = f"{names.MANAGED_SELECTOR},{names.LABEL_POOL}"
 
 
 def watch_query(
@@ -463,6 +469,40 @@ class Cluster:
         """The kubelet's "Started" events for pods in the namespace, like ``watch_sessions``."""
         query = watch_query(resource_version, seconds, field_selector=STARTED_EVENTS)
         return self.kube.watch(events_path(self.namespace), query, seconds)
+
+    # -- warm pools (issue 12; icee_api.warm) --
+
+    async def list_warm_pods(self) -> tuple[list[dict[str, Any]], str]:
+        return await self.kube.list_all(pods_path(self.namespace), {"labelSelector": WARM})
+
+    def watch_warm_pods(
+        self, resource_version: str | None, seconds: float
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        query = watch_query(resource_version, seconds, WARM)
+        return self.kube.watch(pods_path(self.namespace), query, seconds)
+
+    async def list_pools(self) -> tuple[list[dict[str, Any]], str]:
+        return await self.kube.list_all(pools_path(self.namespace))
+
+    def watch_pools(
+        self, resource_version: str | None, seconds: float
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        query = watch_query(resource_version, seconds)
+        return self.kube.watch(pools_path(self.namespace), query, seconds)
+
+    async def claim_pod(self, pod: str, resource_version: str, session_id: str, at: str) -> None:
+        """Claim a warm pod for a session with one conditional write (KubeError 409:
+        the pod changed since ``resource_version``, e.g. another api claimed it)."""
+        patch = {
+            "metadata": {
+                # The precondition: the write fails if anyone changed the pod since.
+                "resourceVersion": resource_version,
+                "labels": {names.LABEL_SESSION: names.validate_session_id(session_id)},
+                "annotations": {names.ANNOTATION_CLAIMED_AT: at},
+            }
+        }
+        path = pods_path(self.namespace, pod)
+        await self.kube.call("PATCH", path, body=patch, content_type=MERGE_PATCH)
 
     async def read_log(self, session_id: str, limit_bytes: int) -> AsyncIterator[bytes]:
         """The container's log (stdout and stderr interleaved), in chunks."""

@@ -18,6 +18,10 @@ class Metrics:
         self.sessions_created = Counter(
             "icee_sessions_created", "CodeSessions created", ["language"], registry=r
         )
+        # Warm: a pool's pod was claimed (issue 12); cold: the operator creates one.
+        self.session_starts = Counter(
+            "icee_session_starts", "Sessions by how their sandbox started", ["how"], registry=r
+        )
         self.sessions_rejected = Counter(
             "icee_sessions_rejected", "POST /session refused", ["why"], registry=r
         )

@@ -16,27 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 from icee_core import names
 from icee_core.models import Limits
 from icee_core.pools import limits_from_annotations, pod_limits_match
 
 from icee_api.informer import Informer, supervise
-from icee_api.kube import MERGE_PATCH, Cluster, KubeError, pods_path, watch_query
+from icee_api.kube import Cluster, KubeError
 
 log = logging.getLogger(__name__)
 
 # Conflicts tolerated per claim before starting cold (each is another api's claim).
 MAX_CLAIM_TRIES = 4
-
-
-def pools_path(namespace: str) -> str:
-    return f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{quote(namespace)}/{names.POOL_PLURAL}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,21 +149,11 @@ class WarmPods:
 
     def __init__(self, cluster: Cluster, watch_seconds: float = 290.0) -> None:
         self._cluster = cluster
-        namespace = cluster.namespace
-
-        async def list_pools() -> tuple[list[dict[str, Any]], str]:
-            return await cluster.kube.list_all(pools_path(namespace))
-
-        def watch_pools(
-            version: str | None, seconds: float
-        ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-            return cluster.kube.watch(pools_path(namespace), watch_query(version, seconds), seconds)
-
         # Optional: without the RBAC (or the CRD) the api starts every session cold.
         self.pods: Informer[bool] = Informer(
             "warm pod",
-            cluster.list_pods,
-            cluster.watch_pods,
+            cluster.list_warm_pods,
+            cluster.watch_warm_pods,
             _warm_pod_name,
             lambda _: True,
             optional=True,
@@ -176,8 +161,8 @@ class WarmPods:
         )
         self.pools: Informer[PoolTemplate] = Informer(
             "sandboxpool",
-            list_pools,
-            watch_pools,
+            cluster.list_pools,
+            cluster.watch_pools,
             _pool_name,
             pool_template_of,
             optional=True,
@@ -206,18 +191,10 @@ class WarmPods:
             return None
         stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         for candidate in self.candidates(language, limits)[:MAX_CLAIM_TRIES]:
-            patch = {
-                "metadata": {
-                    # The precondition: the write fails (409) if anyone changed the pod
-                    # since the cache saw it, e.g. another api's claim.
-                    "resourceVersion": candidate.resource_version,
-                    "labels": {names.LABEL_SESSION: names.validate_session_id(session_id)},
-                    "annotations": {names.ANNOTATION_CLAIMED_AT: stamp},
-                }
-            }
-            path = pods_path(self._cluster.namespace, candidate.name)
             try:
-                await self._cluster.kube.call("PATCH", path, body=patch, content_type=MERGE_PATCH)
+                await self._cluster.claim_pod(
+                    candidate.name, candidate.resource_version, session_id, stamp
+                )
             except KubeError as exc:
                 self._index.pods.pop(candidate.name, None)
                 if exc.status in (404, 409):

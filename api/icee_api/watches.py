@@ -133,8 +133,9 @@ class Watches:
         )
         # Events outlive their pods by an hour: forget them with the pod.
         self.pods.on_deleted = self.started.forget
-        # Warm pods to claim and their pools' templates (issue 12); optional.
-        self.warm = WarmPods(cluster, watch_seconds)
+        # Warm pods to claim and their pools' templates (issue 12); only against a
+        # real cluster (test doubles of the three informers' calls have none).
+        self.warm = WarmPods(cluster, watch_seconds) if isinstance(cluster, Cluster) else None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -150,7 +151,7 @@ class Watches:
             asyncio.create_task(supervise(self.pods), name="informer pods"),
             asyncio.create_task(supervise(self.outcomes), name="informer codesessions"),
             asyncio.create_task(supervise(self.started), name="informer started events"),
-            *self.warm.start(),
+            *(self.warm.start() if self.warm is not None else ()),
         ]
 
     async def stop(self) -> None:

@@ -3,6 +3,7 @@ SandboxPools in a namespace of their own; claims race against the real apiserver
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -13,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BIN, KUBECTL, REPO, Process, free_port, kubectl, start_process
+from conftest import (
+    BIN,
+    KUBECTL,
+    REPO,
+    ApiServer,
+    Process,
+    _wait_ready,
+    free_port,
+    kubectl,
+    start_process,
+)
 from icee_core import names
 
 pytestmark = pytest.mark.cluster
@@ -27,6 +38,12 @@ class PoolStack:
         self.namespace = namespace
         self.logs = logs
         self.operator = self.start_operator({})
+        port = free_port()
+        env = {"ICEE_NAMESPACE": namespace, "ICEE_PORT": str(port), "ICEE_HOST": "127.0.0.1"}
+        self.api = ApiServer(
+            start_process("api", [str(BIN / "icee-api")], env, logs), port, namespace
+        )
+        _wait_ready(self.api)
 
     def start_operator(self, env: dict[str, str]) -> Process:
         base = {"ICEE_NAMESPACE": self.namespace, "ICEE_HEALTH_PORT": str(free_port())}
@@ -87,6 +104,7 @@ def stack(kubeconfig: str, process_logs: Path) -> Iterator[PoolStack]:
     try:
         yield s
     finally:
+        s.api.process.stop()
         s.operator.stop()
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
@@ -145,6 +163,74 @@ def test_two_api_processes_never_claim_the_same_pod(stack: PoolStack) -> None:
     wait_for("in use == 2", lambda: stack.pool("python")["status"].get("inUse") == 2)
     for pod in claimed.values():
         stack.kubectl("delete", "pod", pod, "--wait=false")
+
+
+ECHO = "import sys\nprint('ready', flush=True)\nprint(sys.stdin.readline().upper(), end='')\n"
+
+
+def session(stack: PoolStack, session_id: str) -> dict[str, Any]:
+    out = stack.kubectl("get", "codesession", session_id, "-o", "json")
+    return dict(json.loads(out))
+
+
+def test_a_session_claims_a_warm_pod_and_runs_interactively(stack: PoolStack) -> None:
+    wait_for("2 ready warm pods", lambda: len(stack.ready_unclaimed("python")) == 2)
+    warm_before = {p["metadata"]["name"] for p in stack.ready_unclaimed("python")}
+
+    async def run() -> tuple[str, str]:
+        async with stack.api.live(ECHO) as s:
+            await s.until_stdout("ready\n")
+            await s.input("warm hello\n")
+            final = await s.until_state("finished")
+            await s.finish()
+            return s.id, s.transcript.stdout + f"|{final.get('exitCode')}"
+
+    session_id, result = asyncio.run(run())
+    assert result == "ready\nWARM HELLO\n|0"
+    body = session(stack, session_id)
+    pod = body["spec"]["start"]["podName"]
+    # The session ran in a pod that existed (ready, unclaimed) before its POST.
+    assert pod in warm_before
+    assert body["status"]["podName"] == pod
+    wait_for("Finished", lambda: session(stack, session_id)["status"]["phase"] == "Finished")
+    # Used once, then deleted: never returned to the pool.
+    wait_for(
+        "the claimed pod gone",
+        lambda: not stack.kubectl("get", "pod", pod, "--ignore-not-found", "-o", "name"),
+        within=60,
+    )
+    assert not stack.api.pod_exists(session_id)  # no cold pod either
+    wait_for("refilled", lambda: len(stack.ready_unclaimed("python")) == 2, within=60)
+
+
+def test_lower_limits_fall_back_to_a_cold_pod(stack: PoolStack) -> None:
+    wait_for("2 ready warm pods", lambda: len(stack.ready_unclaimed("python")) == 2)
+    warm_before = {p["metadata"]["name"] for p in stack.ready_unclaimed("python")}
+
+    limits = {"memoryBytes": 64 * 1024 * 1024}  # below the pool's: cannot be honoured
+    transcript = asyncio.run(stack.api.run("print('cold')", limits=limits))
+    assert transcript.stdout == "cold\n"
+    assert transcript.final["state"] == "finished"
+    # No warm pod was taken.
+    assert {p["metadata"]["name"] for p in stack.ready_unclaimed("python")} == warm_before
+
+
+def test_an_empty_pool_falls_back_to_a_cold_start(stack: PoolStack) -> None:
+    stack.kubectl("scale", "sandboxpool", "python", "--replicas=0")
+    wait_for("no warm pods", lambda: not stack.ready_unclaimed("python"))
+
+    async def run() -> str:
+        async with stack.api.live("print('cold start')") as s:
+            transcript = await s.finish()
+            assert transcript.stdout == "cold start\n"
+            assert transcript.final["state"] == "finished"
+            return s.id
+
+    session_id = asyncio.run(run())
+    body = session(stack, session_id)
+    assert "podName" not in (body["spec"].get("start") or {})
+    assert body["status"]["podName"] == f"run-{session_id}"
+    stack.kubectl("scale", "sandboxpool", "python", "--replicas=2")
 
 
 def test_template_change_replaces_warm_pods(stack: PoolStack) -> None:

@@ -175,3 +175,50 @@ def test_plan_deletes_a_claim_nobody_adopted() -> None:
     result = plan(SPEC, "h1", [orphan, fresh, adopted], NOW)
     assert result.delete == ["orphan"]
     assert result.in_use == 2
+
+
+def warm_candidate(name: str, **fields: Any) -> Any:
+    from icee_api.warm import WarmCandidate
+
+    values: dict[str, Any] = {
+        "pool": "python",
+        "language": "python",
+        "template_hash": "h1",
+        "resource_version": "7",
+        "limits": Limits(),
+        "ready": True,
+        "claimed": False,
+        "terminating": False,
+    }
+    return WarmCandidate(name=name, **(values | fields))
+
+
+def test_pick_only_ready_unclaimed_current_template_pods_that_fit() -> None:
+    from icee_api.warm import PoolTemplate, pick
+
+    templates = {"python": PoolTemplate("python", "h1")}
+    good = warm_candidate("good")
+    others = [
+        warm_candidate("old", template_hash="h0"),
+        warm_candidate("starting", ready=False),
+        warm_candidate("taken", claimed=True),
+        warm_candidate("going", terminating=True),
+        warm_candidate("ruby", language="ruby"),
+        warm_candidate("no-pool", pool="gone"),
+        warm_candidate("no-limits", limits=None),
+    ]
+    assert pick([good, *others], templates, "python", Limits()) == [good]
+    assert pick([good], templates, "python", Limits(pids=4)) == [good]
+    assert pick([good], templates, "python", Limits(memory_bytes=64 * MiB)) == []
+    assert pick([good], {"python": PoolTemplate("python", "")}, "python", Limits()) == []
+
+
+def test_the_api_keys_a_claimed_warm_pod_by_its_session() -> None:
+    from icee_api.watches import _pod_session
+
+    session = "0b7c1f8e-3c1d-4e6a-9b2f-5d8e7a6c4b3a"
+    warm = {"metadata": {"name": "warm-python-1", "labels": {names.LABEL_POOL: "python"}}}
+    assert _pod_session(warm) is None
+    warm["metadata"]["labels"][names.LABEL_SESSION] = session
+    assert _pod_session(warm) == session
+    assert _pod_session({"metadata": {"name": f"run-{session}"}}) == session

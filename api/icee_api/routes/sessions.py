@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -17,6 +17,7 @@ from icee_core.models import (
     Limits,
     Phase,
     Reason,
+    Start,
     Timeouts,
     WireModel,
     clamp_spec,
@@ -174,6 +175,12 @@ async def create_session(request: Request, services: ServicesDep) -> SessionCrea
         services.metrics.sessions_rejected.labels("bad_request").inc()
         raise
     session_id = names.new_session_id()
+    # A warm pod of the language if one fits (issue 12); the operator adopts it.
+    pools = services.watches.warm
+    warm = await pools.claim(session_id, spec.language, spec.limits) if pools else None
+    if warm is not None:
+        spec = spec.model_copy(update={"start": Start(at=datetime.now(UTC), pod_name=warm)})
+    services.metrics.session_starts.labels("warm" if warm else "cold").inc()
     try:
         await services.cluster.create_session(session_id, spec)
     except KubeError as exc:

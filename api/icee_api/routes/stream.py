@@ -88,6 +88,7 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
     if obj is None:
         return CloseCode.NOT_FOUND, "no such session"
     opening = Opening.of(obj, services.languages)
+    claimed = claimed_pod(obj)
     del obj  # a few KiB (managedFields, code) per idle client otherwise
     stream = SessionStream(
         session_id,
@@ -102,6 +103,8 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
     if not services.live.claim(session_id, stream):
         return CloseCode.ALREADY_ATTACHED, "session already has a client"
     services.metrics.active_streams.inc()
+    if claimed is not None:
+        services.cluster.claimed_pods[session_id] = claimed
     try:
         return await stream.run(opening)
     except Exception:
@@ -113,8 +116,16 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
             log.warning("session %s: could not end it: %s", session_id, exc)
         return CloseCode.INTERNAL_ERROR, "internal error"
     finally:
+        services.cluster.claimed_pods.pop(session_id, None)
         services.live.release(session_id)
         services.metrics.active_streams.dec()
+
+
+def claimed_pod(obj: dict[str, Any]) -> str | None:
+    """The warm pod claimed for the session (spec.start.podName), if any."""
+    start = (obj.get("spec") or {}).get("start") or {}
+    name = start.get("podName") if isinstance(start, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 async def _send_quietly(client: WebSocketClient, message: dict[str, Any]) -> None:
