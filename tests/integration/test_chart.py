@@ -83,6 +83,9 @@ def release(helm: str) -> Iterator[Release]:
         "--set", "image.pullPolicy=Never", "--set", "sandbox.imagePullPolicy=Never",
         "--set", f"sandbox.namespace={rel.sandbox}", "--set", "sandbox.createRuntimeClass=false",
         "--set", "api.service.type=NodePort", "--set", "api.shutdownGraceSeconds=5",
+        # One warm pod in all: the node has 2 cores.
+        "--set", "pools.sizes.python=1", "--set", "pools.sizes.javascript=0",
+        "--set", "pools.sizes.java=0", "--set", "pools.sizes.cpp=0", "--set", "pools.sizes.ruby=0",
         "--wait", "--timeout", "5m",
     )  # fmt: skip
     print(f"install-to-ready: {time.monotonic() - start:.1f} s")
@@ -144,6 +147,21 @@ def test_interactive_session_through_the_in_cluster_api(release: Release) -> Non
     assert "Finished" in row
 
 
+def test_pools_reach_their_size_after_install(release: Release) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        ready = kubectl(
+            "-n", release.sandbox, "get", "sandboxpool", "python", "-o", "jsonpath={.status.ready}"
+        )  # fmt: skip
+        if ready == "1":
+            break
+        assert time.monotonic() < deadline, f"python pool not ready: {ready!r}"
+        time.sleep(1)
+    table = kubectl("-n", release.sandbox, "get", "sandboxpools")
+    assert re.search(r"^python\s+python\s+1\s+1\s+0\s", table, re.M), table
+    assert re.search(r"^ruby\s+ruby\s+0\s", table, re.M), table
+
+
 def test_helm_test_runs_a_session(helm: str, release: Release) -> None:
     result = run(helm, "test", release.name, "-n", release.namespace, "--timeout", "3m")
     # The test pod asserts the session's output and exit code itself.
@@ -164,6 +182,12 @@ def test_uninstall_leaves_nothing_behind(helm: str, release: Release) -> None:
             "configmaps,networkpolicies", "-l", selector, "-o", "name", check=False,
         )  # fmt: skip
         assert left.strip() == "", left
+    # The warm pods go with their pools (owner references).
+    deadline = time.monotonic() + 120
+    while kubectl("-n", release.sandbox, "get", "pods", "-l", "icee.dev/pool", "-o", "name",
+                  check=False).strip():  # fmt: skip
+        assert time.monotonic() < deadline, "warm pods left after uninstall"
+        time.sleep(1)
     cluster_wide = kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name")
     assert cluster_wide.strip() == ""
     # The chart's sandbox namespace goes with the release (its sandboxes with it).
