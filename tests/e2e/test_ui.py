@@ -1,17 +1,20 @@
 """The browser UI against the real api: each language's starter program,
-typed input, Stop, a compile error, an API error, keyboard-only use.
+typed input, Stop, a compile error, an API error, keyboard-only use; tty mode
+(the default: prompt and answer, Ctrl-C, resize), the waiting indicator, pipe
+mode (stderr in red) and the usage in the finished line.
 
 Run with the cluster up: ICEE_API_URL=http://... pytest -m e2e tests/e2e
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Request, expect
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +43,53 @@ for i in itertools.count():
     print("tick", i, flush=True)
     time.sleep(0.2)
 """
+
+TTY_PROMPT_PYTHON = """\
+import sys
+print("isatty:", sys.stdin.isatty(), sys.stdout.isatty())
+name = input("What is your name? ")
+print(f"Hello, {name}!")
+"""
+
+# Ctrl-C must reach the program as SIGINT (KeyboardInterrupt), not end the session.
+INTERRUPTIBLE_PYTHON = """\
+import itertools, sys, time
+
+try:
+    for i in itertools.count():
+        print("tick", i, flush=True)
+        time.sleep(0.2)
+except KeyboardInterrupt:
+    print("caught Ctrl-C", flush=True)
+    sys.exit(3)
+"""
+
+RESIZE_PYTHON = """\
+import os, signal
+
+def report(*_):
+    size = os.get_terminal_size()
+    print(f"resized to {size.columns}x{size.lines}", flush=True)
+
+size = os.get_terminal_size()
+print(f"started at {size.columns}x{size.lines}", flush=True)
+signal.signal(signal.SIGWINCH, report)
+input("Resize the window, then press Enter. ")
+"""
+
+STDERR_PYTHON = """\
+import sys
+print("isatty:", sys.stdin.isatty())
+print("this is stdout", flush=True)
+print("oops on stderr", file=sys.stderr, flush=True)
+answer = input("Continue? ")
+print("you said", answer)
+"""
+
+# The finished line: "── finished · exit code 0 · Completed · 3.9 s · CPU 120 ms · 9.5 MB ──"
+USAGE_TAIL = (
+    r"[\d.]+ (?:ms|s|min [\d.]+ s) · (?:compile [\d.]+ m?s · )?CPU [\d.]+ m?s · [\d.]+ [kM]B ──"
+)
 
 COMPILE_ERRORS = {
     "java": (
@@ -89,6 +139,35 @@ def type_line(page: Page, text: str) -> None:
 
 def terminal_has_focus(page: Page) -> bool:
     return bool(page.evaluate("document.activeElement?.closest('#terminal') != null"))
+
+
+def terminal_lines(page: Page) -> list[str]:
+    """The terminal's visible rows, right-trimmed."""
+    rows = page.locator("#terminal .xterm-rows > div").all_inner_texts()
+    return [row.replace("\xa0", " ").rstrip() for row in rows]
+
+
+def terminal_size(page: Page) -> tuple[int, int]:
+    """Columns and rows of the terminal (the UI shows xterm's size on the pane)."""
+    pane = page.get_by_test_id("terminal")
+    return int(pane.get_attribute("data-cols") or 0), int(pane.get_attribute("data-rows") or 0)
+
+
+def choose_mode(page: Page, mode: str) -> None:
+    page.locator(f"label[for='mode-{mode}']").click()
+    expect(page.get_by_test_id(f"mode-{mode}")).to_be_checked()
+
+
+def session_requests(page: Page) -> list[dict[str, object]]:
+    """Records the bodies of the page's POST /session calls (observed, not altered)."""
+    bodies: list[dict[str, object]] = []
+
+    def seen(request: Request) -> None:
+        if request.method == "POST" and request.url.endswith("/session"):
+            bodies.append(json.loads(request.post_data or "{}"))
+
+    page.on("request", seen)
+    return bodies
 
 
 # ---- tests -----------------------------------------------------------------
@@ -187,6 +266,11 @@ def test_keyboard_only(page: Page, screenshots: Path) -> None:
     assert page.evaluate("document.activeElement.dataset.testid") == "code"
     page.keyboard.press("Escape")
     page.keyboard.press("Tab")  # ... until Escape lets it move on
+    # the Terminal / Pipes switch (one tab stop), then Clear (Ctrl-C, EOF are disabled)
+    assert page.evaluate("document.activeElement.dataset.testid") == "mode-tty"
+    page.keyboard.press("ArrowRight")  # arrows move within the radio group
+    expect(page.get_by_test_id("mode-pipe")).to_be_checked()
+    page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.dataset.testid") == "clear"
 
 
@@ -194,9 +278,121 @@ def test_phone_width(open_ui: Callable[..., Page], screenshots: Path) -> None:
     page = open_ui(width=390, height=844)
     no_overflow = "document.documentElement.scrollWidth <= window.innerWidth"
     assert page.evaluate(no_overflow), "no sideways scrolling at phone width"
+    heads_fit = """[...document.querySelectorAll('.pane-head, .bar')]
+        .every((head) => head.scrollWidth <= head.clientWidth)"""
+    assert page.evaluate(heads_fit), "the pane heads' controls fit at phone width"
     page.get_by_test_id("run").click()
     expect_terminal(page, GREETINGS["python"])
     expect(page.get_by_test_id("state")).to_be_in_viewport()
     page.screenshot(path=screenshots / "phone.png", full_page=True)
     page.get_by_test_id("stop").click()
     expect_state(page, "terminated", timeout=30_000)
+
+
+# ---- tty mode, signals, waiting, pipe mode, usage --------------------------------
+
+
+def test_tty_prompt_and_answer(page: Page, screenshots: Path) -> None:
+    """The default mode gives the program a terminal; the pty echoes, the UI does not."""
+    expect(page.get_by_test_id("mode-tty")).to_be_checked()
+    posted = session_requests(page)
+    set_code(page, TTY_PROMPT_PYTHON)
+    page.get_by_test_id("run").click()
+    expect_terminal(page, "isatty: True True")
+    expect_terminal(page, "What is your name?")
+    cols, rows = terminal_size(page)
+    assert len(posted) == 1
+    assert posted[0].get("tty") is True, posted
+    assert (posted[0].get("cols"), posted[0].get("rows")) == (cols, rows), (posted, cols, rows)
+
+    # The waiting indicator: the badge, the flag by the terminal, the terminal focused.
+    expect_state(page, "waiting", timeout=10_000)
+    expect(page.get_by_test_id("state")).to_have_text("waiting for input")
+    expect(page.get_by_test_id("waiting-flag")).to_be_visible()
+    assert terminal_has_focus(page)
+    page.screenshot(path=screenshots / "tty-waiting-for-input.png")
+
+    page.keyboard.type("Adx")
+    page.keyboard.press("Backspace")  # the pty's line editing
+    type_line(page, "a")
+    expect_terminal(page, "Hello, Ada!")
+    expect_state(page, "finished")
+    expect(page.get_by_test_id("waiting-flag")).to_be_hidden()
+    lines = terminal_lines(page)
+    # Echoed once, by the pty (a local echo as well would show "AdaAda").
+    assert "What is your name? Ada" in lines, lines
+    expect(page.get_by_test_id("exit-code")).to_have_text("0")
+    expect_terminal(page, re.compile(r"── finished · exit code 0 · Completed · " + USAGE_TAIL))
+    page.screenshot(path=screenshots / "tty-answered.png")
+
+
+def test_tty_ctrl_c_interrupts(page: Page, screenshots: Path) -> None:
+    """Ctrl-C typed in the terminal is SIGINT for the program (KeyboardInterrupt)."""
+    set_code(page, INTERRUPTIBLE_PYTHON)
+    page.get_by_test_id("run").click()
+    expect_terminal(page, "tick 3")
+    expect_state(page, "running")
+    assert terminal_has_focus(page)
+    page.keyboard.press("Control+c")
+    expect_terminal(page, "caught Ctrl-C", timeout=15_000)
+    expect_state(page, "finished", timeout=30_000)
+    expect(page.get_by_test_id("exit-code")).to_have_text("3")
+    assert any(line.endswith("^C") or line == "^C" for line in terminal_lines(page)), (
+        "the pty echoes ^C"
+    )
+    page.screenshot(path=screenshots / "tty-ctrl-c.png")
+
+
+def test_pipe_mode_interrupt_button(page: Page, screenshots: Path) -> None:
+    """With pipes, the Ctrl-C button signals the program's process group."""
+    choose_mode(page, "pipe")
+    set_code(page, INTERRUPTIBLE_PYTHON)
+    page.get_by_test_id("run").click()
+    expect_terminal(page, "tick 3")
+    expect_state(page, "running")
+    page.get_by_test_id("interrupt").click()
+    expect_terminal(page, "caught Ctrl-C", timeout=15_000)
+    expect_state(page, "finished", timeout=30_000)
+    expect(page.get_by_test_id("exit-code")).to_have_text("3")
+    page.screenshot(path=screenshots / "pipe-interrupt.png")
+
+
+def test_tty_resize(page: Page, screenshots: Path) -> None:
+    """Resizing the window resizes the program's terminal (SIGWINCH, new size)."""
+    set_code(page, RESIZE_PYTHON)
+    page.get_by_test_id("run").click()
+    cols, rows = terminal_size(page)
+    expect_terminal(page, f"started at {cols}x{rows}")
+    expect_state(page, "waiting", timeout=10_000)
+    page.set_viewport_size({"width": 1000, "height": 640})
+    new_cols, new_rows = terminal_size(page)
+    assert (new_cols, new_rows) != (cols, rows)
+    expect_terminal(page, f"resized to {new_cols}x{new_rows}", timeout=10_000)
+    page.keyboard.press("Enter")
+    expect_state(page, "finished")
+    page.screenshot(path=screenshots / "tty-resized.png")
+
+
+def test_pipe_mode_keeps_stderr_red(page: Page, screenshots: Path) -> None:
+    """The switch to pipe mode: separate streams, stderr in red, input edited locally."""
+    posted = session_requests(page)
+    choose_mode(page, "pipe")
+    set_code(page, STDERR_PYTHON)
+    page.get_by_test_id("run").click()
+    expect_terminal(page, "isatty: False")
+    expect_terminal(page, "oops on stderr")
+    assert len(posted) == 1
+    assert "tty" not in posted[0], posted
+    red = page.locator("#terminal .xterm-rows span.xterm-fg-1")
+    expect(red.filter(has_text="oops on stderr")).to_have_count(1)
+    expect(red.filter(has_text="this is stdout")).to_have_count(0)
+    expect_state(page, "waiting", timeout=10_000)
+    expect(page.get_by_test_id("waiting-flag")).to_be_visible()
+    page.screenshot(path=screenshots / "pipe-stderr-red.png")
+    type_line(page, "yes")
+    expect_terminal(page, "you said yes")
+    expect_state(page, "finished")
+    expect_terminal(page, re.compile(r"── finished · exit code 0 · Completed · " + USAGE_TAIL))
+    # The choice is kept for the next visit.
+    page.reload()
+    expect(page.get_by_test_id("mode-pipe")).to_be_checked()

@@ -1,26 +1,34 @@
 // icee browser UI: wires the editor, the terminal and the session protocol.
 //
-// One run: POST /session -> open WS /ws/session/{id} -> stream stdout/stderr
-// into the terminal, typed lines out as "input" messages -> a final
-// "finished"/"terminated" state (or an error / a dropped connection).
+// One run: POST /session (tty with the terminal's size, or pipes) -> open
+// WS /ws/session/{id} -> stream output into the terminal, keys (tty) or typed
+// lines (pipes) out as "input" messages -> a final "finished"/"terminated"
+// state with the stages' usage (or an error / a dropped connection).
 
 import "@xterm/xterm/css/xterm.css";
 import "./style.css";
 import {
   ApiError,
   type ClientMessage,
+  closeNeedsToken,
   createSession,
   deleteSession,
   describeClose,
   getSession,
+  hasToken,
   type Language,
   listLanguages,
+  parseUsage,
   type ServerMessage,
+  setToken,
+  tokenProblem,
+  type Usage,
+  webSocketProtocols,
   webSocketUrl,
 } from "./api";
 import { CodeEditor } from "./editor";
 import { STARTERS, starterFor } from "./starters";
-import { TerminalPane } from "./terminal";
+import { type TerminalMode, TerminalPane } from "./terminal";
 
 /** What the status bar shows: the session's state, or where the UI stands. */
 type UiState =
@@ -36,6 +44,7 @@ type UiState =
 
 interface Run {
   id: string | null; // null until POST /session answers
+  mode: TerminalMode; // fixed for the run: the session was created with or without a pty
   ws: WebSocket | null;
   ended: boolean; // a final state arrived, or the run failed
   pendingInput: ClientMessage[]; // typed before the stream opened
@@ -52,6 +61,17 @@ const ui = {
   run: $<HTMLButtonElement>("run"),
   stop: $<HTMLButtonElement>("stop"),
   eof: $<HTMLButtonElement>("eof"),
+  interrupt: $<HTMLButtonElement>("interrupt"),
+  modeTty: $<HTMLInputElement>("mode-tty"),
+  modePipe: $<HTMLInputElement>("mode-pipe"),
+  terminalHint: $("terminal-hint"),
+  terminalPane: $("terminal"),
+  waitingFlag: $("waiting-flag"),
+  tokenButton: $<HTMLButtonElement>("token-button"),
+  tokenForm: $<HTMLFormElement>("token-form"),
+  tokenInput: $<HTMLInputElement>("token"),
+  tokenForget: $<HTMLButtonElement>("token-forget"),
+  tokenProblem: $("token-problem"),
   clear: $<HTMLButtonElement>("clear"),
   reset: $<HTMLButtonElement>("reset"),
   state: $("state"),
@@ -67,7 +87,7 @@ const STATE_LABELS: Record<UiState, string> = {
   starting: "starting",
   pending: "pending",
   running: "running",
-  waiting: "waiting",
+  waiting: "waiting for input",
   finished: "finished",
   terminated: "terminated",
   error: "error",
@@ -89,10 +109,26 @@ const storage = {
       // storage disabled: drafts just are not kept
     }
   },
+  remove(key: string): void {
+    try {
+      localStorage.removeItem(`icee.${key}`);
+    } catch {
+      // storage disabled
+    }
+  },
+};
+
+const HINTS: Record<TerminalMode, string> = {
+  tty: "Ctrl+C interrupts · Ctrl+D ends input",
+  pipe: "Enter sends a line · stderr in red",
 };
 
 let language = storage.get("language") ?? "python";
+let mode: TerminalMode = storage.get("mode") === "pipe" ? "pipe" : "tty";
 let current: Run | null = null;
+/** What to do again once the user gave a token: the call that got 401/403. */
+let afterToken: (() => void) | null = null;
+let resizeTimer: number | undefined;
 let timer: number | undefined;
 let startedAt = 0;
 
@@ -104,12 +140,15 @@ const editor = new CodeEditor({
 });
 
 const terminal = new TerminalPane($("terminal"), {
+  onRaw: (data) => send({ type: "input", data }),
   onLine: (data) => send({ type: "input", data }),
   onEof: () => send({ type: "eof" }),
-  onInterrupt: () => stop(),
+  onInterrupt: () => send({ type: "signal", signal: "SIGINT" }),
+  onResize: () => scheduleResize(),
 });
+setMode(mode);
 terminal.note("Run (Ctrl+Enter) starts your program; its output shows here.");
-terminal.note("Type its input here: Enter sends a line, Ctrl+D ends the input.");
+terminal.note("Type its input here; Ctrl+C interrupts it, Ctrl+D ends its input.");
 
 // ---- status bar and messages ---------------------------------------------
 
@@ -123,7 +162,17 @@ function setState(state: UiState, exitCode?: number | null, reason?: string | nu
   ui.run.disabled = active;
   ui.stop.disabled = !active;
   ui.eof.disabled = !active;
+  ui.interrupt.disabled = !active;
+  // The mode is fixed when the session is created.
+  ui.modeTty.disabled = active;
+  ui.modePipe.disabled = active;
   terminal.inputEnabled = active;
+  const waiting = state === "waiting";
+  ui.waitingFlag.hidden = !waiting;
+  ui.terminalPane.classList.toggle("waiting", waiting);
+  // The program waits for the user: put the keyboard where the input goes,
+  // unless they are busy in the editor.
+  if (waiting && !document.activeElement?.closest(".editor")) terminal.focus();
   // Never leave the keyboard focus on a button that just got disabled.
   const focused = document.activeElement;
   if (focused instanceof HTMLButtonElement && focused.disabled) {
@@ -134,6 +183,21 @@ function setState(state: UiState, exitCode?: number | null, reason?: string | nu
   if (exitCode !== undefined && exitCode !== null) parts.push(`exit code ${exitCode}`);
   if (reason) parts.push(reason);
   ui.announce.textContent = parts.join(", ");
+}
+
+function setMode(next: TerminalMode): void {
+  mode = next;
+  storage.set("mode", next);
+  ui.modeTty.checked = next === "tty";
+  ui.modePipe.checked = next === "pipe";
+  ui.terminalHint.textContent = HINTS[next];
+  if (!current || current.ended) terminal.mode = next;
+}
+
+for (const radio of [ui.modeTty, ui.modePipe]) {
+  radio.addEventListener("change", () => {
+    if (radio.checked) setMode(radio.value === "pipe" ? "pipe" : "tty");
+  });
 }
 
 function showMessage(text: string, kind: "error" | "info" = "error"): void {
@@ -163,6 +227,28 @@ function startClock(): void {
   timer = window.setInterval(() => {
     ui.elapsed.textContent = formatElapsed(performance.now() - startedAt);
   }, 100);
+}
+
+/** "3.9 s", or "850 ms" under a second. */
+function formatMillis(ms: number): string {
+  return ms < 1000 ? `${Math.round(ms)} ms` : formatElapsed(ms);
+}
+
+function formatBytes(bytes: number): string {
+  if (bytes < 1e6) return `${Math.max(1, Math.round(bytes / 1e3))} kB`;
+  return `${bytes < 1e7 ? (bytes / 1e6).toFixed(1) : Math.round(bytes / 1e6)} MB`;
+}
+
+/** What the stages cost, for the finished line: "compile 1.2 s · CPU 0.8 s · 12 MB". */
+function describeUsage(usage: Usage): string[] {
+  const parts: string[] = [];
+  const compile = usage.compile;
+  if (compile?.wallMillis != null) parts.push(`compile ${formatMillis(compile.wallMillis)}`);
+  // The run stage, or the compile stage when the program never ran (compile error).
+  const stage = usage.run ?? compile;
+  if (stage?.cpuMillis != null) parts.push(`CPU ${formatMillis(stage.cpuMillis)}`);
+  if (stage?.memoryBytes != null) parts.push(formatBytes(stage.memoryBytes));
+  return parts;
 }
 
 function stopClock(): string {
@@ -202,17 +288,76 @@ ui.reset.addEventListener("click", () => {
 });
 
 async function loadLanguages(): Promise<void> {
-  fillLanguages([{ id: language, displayName: language, version: "" }]);
+  if (ui.language.dataset.loaded !== "failed") {
+    fillLanguages([{ id: language, displayName: language, version: "" }]);
+  }
   try {
     fillLanguages(await listLanguages());
     ui.language.dataset.loaded = "true";
   } catch (error) {
     ui.language.dataset.loaded = "failed";
+    fillLanguages(Object.keys(STARTERS).map((id) => ({ id, displayName: id, version: "" })));
+    if (error instanceof ApiError && error.needsToken) {
+      askForToken(error, null); // giving a token reloads the list
+      return;
+    }
     const why = error instanceof ApiError ? error.message : String(error);
     showMessage(`Could not load the list of languages: ${why}`);
-    fillLanguages(Object.keys(STARTERS).map((id) => ({ id, displayName: id, version: "" })));
   }
 }
+
+// ---- API token (when the server has tokens on) ------------------------------
+
+function useToken(value: string | null): void {
+  setToken(value);
+  if (value) storage.set("token", value);
+  else storage.remove("token");
+  ui.tokenButton.hidden = !value;
+}
+
+/** Shows the token field; `retry` runs once a token is given. */
+function askForToken(error: ApiError | string, retry: (() => void) | null): void {
+  const why = typeof error === "string" ? error : error.message;
+  const refused = typeof error === "string" ? hasToken() : error.status === 403;
+  ui.tokenProblem.textContent = refused ? `The server refused the token: ${why}` : why;
+  afterToken = retry;
+  ui.tokenForm.hidden = false;
+  ui.tokenInput.value = "";
+  ui.tokenInput.focus();
+}
+
+ui.tokenForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const value = ui.tokenInput.value.trim();
+  const problem = tokenProblem(value);
+  if (problem) {
+    ui.tokenProblem.textContent = problem;
+    ui.tokenInput.focus();
+    return;
+  }
+  useToken(value);
+  ui.tokenForm.hidden = true;
+  ui.tokenInput.value = "";
+  clearMessages();
+  const retry = afterToken;
+  afterToken = null;
+  if (ui.language.dataset.loaded !== "true") void loadLanguages();
+  retry?.();
+});
+
+ui.tokenForget.addEventListener("click", () => {
+  useToken(null);
+  ui.tokenInput.value = "";
+  ui.tokenForm.hidden = true;
+  ui.run.focus();
+});
+
+ui.tokenButton.addEventListener("click", () => {
+  ui.tokenProblem.textContent = "Give another token, or forget this one.";
+  afterToken = null;
+  ui.tokenForm.hidden = false;
+  ui.tokenInput.focus();
+});
 
 // ---- a run ---------------------------------------------------------------
 
@@ -222,19 +367,22 @@ function send(message: ClientMessage): void {
   else current.pendingInput.push(message);
 }
 
-async function run(): Promise<void> {
+async function startRun(): Promise<void> {
   if (current && !current.ended) return;
-  const run: Run = { id: null, ws: null, ended: false, pendingInput: [] };
+  const run: Run = { id: null, mode, ws: null, ended: false, pendingInput: [] };
   current = run;
   clearMessages();
+  terminal.mode = run.mode;
   terminal.reset();
+  terminal.fit();
   startClock();
   setState("starting", null, null);
   terminal.focus();
   try {
-    run.id = await createSession(language, editor.code);
+    run.id = await createSession(language, editor.code, run.mode === "tty" ? terminal.size : null);
   } catch (error) {
     fail(run, `Could not start the program: ${error instanceof ApiError ? error.message : String(error)}`);
+    if (error instanceof ApiError && error.needsToken) askForToken(error, () => void startRun());
     return;
   }
   if (current !== run) return;
@@ -248,7 +396,7 @@ async function run(): Promise<void> {
 
 function connect(run: Run, id: string): void {
   let opened = false;
-  const ws = new WebSocket(webSocketUrl(id));
+  const ws = new WebSocket(webSocketUrl(id), webSocketProtocols());
   run.ws = ws;
   ws.onopen = () => {
     opened = true;
@@ -266,7 +414,12 @@ function connect(run: Run, id: string): void {
   ws.onclose = (event) => {
     if (run.ended || current !== run) return;
     const what = opened ? "Lost the connection to the program" : "Could not connect to the program";
-    fail(run, `${what}: ${describeClose(event.code, event.reason)}.`, "disconnected");
+    const why = describeClose(event.code, event.reason);
+    fail(run, `${what}: ${why}.`, "disconnected");
+    if (closeNeedsToken(event.code)) {
+      askForToken(why, null);
+      return;
+    }
     void recoverFinalState(run, id);
   };
 }
@@ -286,7 +439,7 @@ function handleMessage(run: Run, message: ServerMessage): void {
       break;
     case "state":
       if (message.state === "finished" || message.state === "terminated") {
-        finish(run, message.state, message.exitCode ?? null, message.reason ?? null, message.message);
+        finish(run, message.state, message.exitCode ?? null, message.reason ?? null, message.message, message.usage);
       } else if (!run.ended) {
         setState(message.state);
       }
@@ -300,6 +453,7 @@ function finish(
   exitCode: number | null,
   reason: string | null,
   why?: string | null,
+  rawUsage?: unknown,
 ): void {
   if (run.ended) return;
   run.ended = true;
@@ -307,8 +461,13 @@ function finish(
   terminal.dropPendingInput();
   setState(state, exitCode, reason);
   ui.state.dataset.ok = String(state === "finished" && exitCode === 0);
-  const code = exitCode === null ? "" : ` · exit code ${exitCode}`;
-  terminal.note(`── ${state}${code}${reason ? ` · ${reason}` : ""} · ${elapsed} ──`);
+  const parts: string[] = [state];
+  if (exitCode !== null) parts.push(`exit code ${exitCode}`);
+  if (reason) parts.push(reason);
+  parts.push(elapsed, ...describeUsage(parseUsage(rawUsage)));
+  const line = parts.join(" · ");
+  terminal.note(`── ${line} ──`);
+  ui.announce.textContent = line;
   // A limit or the server ended it: say why, unless an error message already did.
   if (why && !ui.message.textContent?.includes(why)) showMessage(why, "info");
   run.ws?.close(1000);
@@ -350,15 +509,39 @@ function stop(): void {
       showMessage(`Could not stop the program: ${error instanceof ApiError ? error.message : String(error)}`),
     );
   } else {
-    // POST /session still in flight: run() deletes the session when it answers.
+    // POST /session still in flight: startRun() deletes the session when it answers.
     fail(run, "Stopped before the program started.", "terminated");
+  }
+}
+
+/** Tells a tty session the terminal's new size (debounced: resizing fires a burst). */
+function scheduleResize(): void {
+  window.clearTimeout(resizeTimer);
+  resizeTimer = window.setTimeout(() => {
+    if (!current || current.ended || current.mode !== "tty" || current.id === null) return;
+    send({ type: "resize", ...terminal.size });
+  }, 100);
+}
+
+/** Ctrl-C: in a tty the pty turns it into SIGINT (and echoes ^C); with pipes, signal directly. */
+function interrupt(): void {
+  const run = current;
+  if (!run || run.ended) return;
+  if (run.mode === "tty") send({ type: "input", data: "\x03" });
+  else {
+    terminal.note("^C");
+    send({ type: "signal", signal: "SIGINT" });
   }
 }
 
 // ---- controls ------------------------------------------------------------
 
-ui.run.addEventListener("click", () => void run());
+ui.run.addEventListener("click", () => void startRun());
 ui.stop.addEventListener("click", () => stop());
+ui.interrupt.addEventListener("click", () => {
+  interrupt();
+  terminal.focus();
+});
 ui.eof.addEventListener("click", () => {
   send({ type: "eof" });
   terminal.note("^D (end of input sent)");
@@ -376,11 +559,12 @@ window.addEventListener(
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
       event.stopPropagation();
-      void run();
+      void startRun();
     }
   },
   { capture: true },
 );
 
+useToken(storage.get("token"));
 setState("idle", null, null);
 void loadLanguages();

@@ -1,14 +1,22 @@
-// The terminal pane: xterm.js showing the program's output, plus local line
-// editing for its input. The program reads a pipe, not a TTY, so the browser
-// echoes what the user types and sends whole lines (Enter), like a cooked TTY.
+// The terminal pane: xterm.js showing the program's output and taking its input.
+//
+// Two modes:
+// - "tty": the program has a pseudo-terminal in the sandbox. Keys go to it raw
+//   (the pty echoes, edits lines and turns Ctrl-C into SIGINT); nothing is echoed here.
+// - "pipe": the program reads a pipe, so the browser echoes what the user types
+//   and sends whole lines (Enter), like a cooked TTY; stderr is shown in red.
 
 import { FitAddon } from "@xterm/addon-fit";
 import { Terminal } from "@xterm/xterm";
 
+export type TerminalMode = "tty" | "pipe";
+
 export interface TerminalHandlers {
-  onLine(data: string): void; // a finished line, including its "\n"
-  onEof(): void; // Ctrl-D on an empty line
-  onInterrupt(): void; // Ctrl-C
+  onRaw(data: string): void; // tty mode: what the keyboard produced, as is
+  onLine(data: string): void; // pipe mode: a finished line, including its "\n"
+  onEof(): void; // pipe mode: Ctrl-D
+  onInterrupt(): void; // pipe mode: Ctrl-C
+  onResize(cols: number, rows: number): void;
 }
 
 const RED = "\x1b[31m";
@@ -23,12 +31,13 @@ export class TerminalPane {
   private readonly fitAddon = new FitAddon();
   private line = ""; // what the user typed since the last Enter
   private lastWasCR = false;
+  private currentMode: TerminalMode = "tty";
   /** Typed keys reach the program only while this is true. */
   inputEnabled = false;
 
   constructor(parent: HTMLElement, private readonly handlers: TerminalHandlers) {
     this.term = new Terminal({
-      convertEol: true, // the program writes "\n"; the terminal needs "\r\n"
+      convertEol: false, // see `mode`
       cursorBlink: true,
       fontFamily: 'ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace',
       fontSize: 14,
@@ -53,8 +62,36 @@ export class TerminalPane {
       (e) => !(e.key === "Tab" || (e.key === "Enter" && (e.ctrlKey || e.metaKey))),
     );
     this.term.onData((data) => this.handleTyped(data));
+    this.term.onResize(({ cols, rows }) => {
+      this.showSize(parent);
+      this.handlers.onResize(cols, rows);
+    });
+    this.showSize(parent);
     new ResizeObserver(() => this.fit()).observe(host);
     this.fit();
+  }
+
+  get mode(): TerminalMode {
+    return this.currentMode;
+  }
+
+  set mode(mode: TerminalMode) {
+    this.currentMode = mode;
+    this.line = "";
+    // A pipe carries bare "\n" line ends, which the terminal must turn into
+    // "\r\n"; a pty already does that (ONLCR), and a bare "\n" from a full-screen
+    // program means "cursor down".
+    this.term.options.convertEol = mode === "pipe";
+  }
+
+  /** The size on the element, for people inspecting it and for the browser tests. */
+  private showSize(parent: HTMLElement): void {
+    parent.dataset.cols = String(this.term.cols);
+    parent.dataset.rows = String(this.term.rows);
+  }
+
+  get size(): { cols: number; rows: number } {
+    return { cols: this.term.cols, rows: this.term.rows };
   }
 
   fit(): void {
@@ -96,6 +133,10 @@ export class TerminalPane {
 
   private handleTyped(data: string): void {
     if (!this.inputEnabled) return;
+    if (this.currentMode === "tty") {
+      this.handlers.onRaw(data);
+      return;
+    }
     let rest = data;
     while (rest.length > 0) {
       if (rest[0] === "\x1b") {
