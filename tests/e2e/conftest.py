@@ -9,6 +9,9 @@ nothing is mocked. Which api:
   with ``make ui``) plus an ``icee-operator``, both on the local cluster in
   $KUBECONFIG, in a namespace of their own that is removed afterwards.
 
+Tests that need an api configured differently (API tokens on) always start their
+own ``icee-api`` in that namespace (``local_stack``), whichever api the others use.
+
 Screenshots land in ``artifacts/screenshots/`` at the repository root: one per
 checked state, plus ``FAILED-<test>.png`` for each failed test.
 """
@@ -84,8 +87,8 @@ def _free_port() -> int:
         return port
 
 
-def _start(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
-    with (logs / f"{name}.log").open("wb") as out:
+def _start(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
         return subprocess.Popen(
             [str(BIN / name)], env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
             cwd=REPO,
@@ -117,54 +120,88 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"icee-api not ready in 60 s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
+class LocalStack:
+    """An ``icee-operator`` and any number of ``icee-api`` processes (this checkout's
+    code and ``ui/dist``) in a namespace of their own on the local cluster."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.namespace = f"icee-e2e-{uuid.uuid4().hex[:8]}"
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._operator: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if not (UI_DIST / "index.html").is_file():
+            pytest.fail("ui/dist is not built (make ui)")
+        os.environ.setdefault("KUBECONFIG", DEFAULT_KUBECONFIG)
+        if not Path(os.environ["KUBECONFIG"]).exists():
+            pytest.fail("no local cluster (make cluster)")
+        try:
+            kubectl("get", "--raw", "/readyz")
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            pytest.fail(f"the cluster does not answer: {exc}")
+        if not kubectl("get", "crd", "codesessions.icee.dev", check=False).strip():
+            kubectl("apply", "-f", str(CRD))
+            kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
+        kubectl("create", "namespace", self.namespace)
+        self._operator = _start(
+            "icee-operator",
+            {"ICEE_NAMESPACE": self.namespace, "ICEE_HEALTH_PORT": str(_free_port())},
+            self.logs / "icee-operator.log",
+        )
+
+    def api(self, name: str, env: dict[str, str] | None = None) -> str:
+        """Starts an ``icee-api`` with ``env`` on top of the defaults; returns its URL."""
+        port = _free_port()
+        log = self.logs / f"{name}.log"
+        proc = _start(
+            "icee-api",
+            {
+                "ICEE_NAMESPACE": self.namespace,
+                "ICEE_HOST": "127.0.0.1",
+                "ICEE_PORT": str(port),
+                "ICEE_UI_DIR": str(UI_DIST),
+                **(env or {}),
+            },
+            log,
+        )
+        self._procs.append(proc)
+        url = f"http://127.0.0.1:{port}/"
+        _wait_ready(url, proc, log)
+        return url
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            _stop(proc)
+        # While the operator still runs, so it can remove its finalizers.
+        kubectl(
+            "delete", "codesessions", "--all", "-n", self.namespace, "--timeout=60s", check=False
+        )
+        if self._operator is not None:
+            _stop(self._operator)
+        kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
+
+
 @pytest.fixture(scope="session")
-def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """Started on first use, even when ICEE_API_URL names the api under test: tests
+    that need an api configured their own way (tokens on) start it here."""
+    stack = LocalStack(tmp_path_factory.mktemp("e2e-logs"))
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(request: pytest.FixtureRequest) -> str:
+    """ICEE_API_URL (e.g. the helm release after ``make up``), else a local api."""
     given = os.environ.get("ICEE_API_URL")
     if given:
-        yield given.rstrip("/") + "/"
-        return
-    if not (UI_DIST / "index.html").is_file():
-        pytest.fail("ui/dist is not built (make ui), and ICEE_API_URL is not set")
-    os.environ.setdefault("KUBECONFIG", DEFAULT_KUBECONFIG)
-    if not Path(os.environ["KUBECONFIG"]).exists():
-        pytest.fail("no local cluster (make cluster), and ICEE_API_URL is not set")
-    try:
-        kubectl("get", "--raw", "/readyz")
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        pytest.fail(f"the cluster does not answer: {exc}")
-    if not kubectl("get", "crd", "codesessions.icee.dev", check=False).strip():
-        kubectl("apply", "-f", str(CRD))
-        kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
-
-    logs = tmp_path_factory.mktemp("e2e-logs")
-    namespace = f"icee-e2e-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", namespace)
-    port = _free_port()
-    operator = _start(
-        "icee-operator",
-        {"ICEE_NAMESPACE": namespace, "ICEE_HEALTH_PORT": str(_free_port())},
-        logs,
-    )
-    api = _start(
-        "icee-api",
-        {
-            "ICEE_NAMESPACE": namespace,
-            "ICEE_HOST": "127.0.0.1",
-            "ICEE_PORT": str(port),
-            "ICEE_UI_DIR": str(UI_DIST),
-        },
-        logs,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_ready(url, api, logs / "icee-api.log")
-        yield url
-    finally:
-        _stop(api)
-        # While the operator still runs, so it can remove its finalizers.
-        kubectl("delete", "codesessions", "--all", "-n", namespace, "--timeout=60s", check=False)
-        _stop(operator)
-        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        return given.rstrip("/") + "/"
+    stack: LocalStack = request.getfixturevalue("local_stack")
+    return stack.api("icee-api")
 
 
 # ---- the browser -------------------------------------------------------------

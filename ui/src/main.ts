@@ -172,10 +172,10 @@ function setState(state: UiState, exitCode?: number | null, reason?: string | nu
   ui.terminalPane.classList.toggle("waiting", waiting);
   // The program waits for the user: put the keyboard where the input goes,
   // unless they are busy in the editor.
-  if (waiting && !document.activeElement?.closest(".editor")) terminal.focus();
-  // Never leave the keyboard focus on a button that just got disabled.
+  if (waiting && !document.activeElement?.closest(".editor, .token-form")) terminal.focus();
+  // Never leave the keyboard focus on a control that just got disabled.
   const focused = document.activeElement;
-  if (focused instanceof HTMLButtonElement && focused.disabled) {
+  if ((focused instanceof HTMLButtonElement || focused instanceof HTMLInputElement) && focused.disabled) {
     if (active) terminal.focus();
     else ui.run.focus();
   }

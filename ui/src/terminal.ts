@@ -90,8 +90,9 @@ export class TerminalPane {
     parent.dataset.rows = String(this.term.rows);
   }
 
+  /** The size to tell the server (which accepts 1 to 1000 each way). */
   get size(): { cols: number; rows: number } {
-    return { cols: this.term.cols, rows: this.term.rows };
+    return { cols: Math.min(this.term.cols, 1000), rows: Math.min(this.term.rows, 1000) };
   }
 
   fit(): void {
