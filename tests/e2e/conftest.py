@@ -19,6 +19,7 @@ checked state, plus ``FAILED-<test>.png`` for each failed test.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -28,6 +29,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -202,6 +204,26 @@ def api_url(request: pytest.FixtureRequest) -> str:
         return given.rstrip("/") + "/"
     stack: LocalStack = request.getfixturevalue("local_stack")
     return stack.api("icee-api")
+
+
+@dataclass(frozen=True)
+class TokenApi:
+    url: str
+    token: str
+
+
+@pytest.fixture(scope="session")
+def token_api(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> TokenApi:
+    """An api with API tokens on (one token, as a mounted Secret would give it) and a
+    per-client quota of one session at a time, so that a second run gets a 429."""
+    tokens = tmp_path_factory.mktemp("tokens")
+    token = secrets.token_hex(24)
+    (tokens / "e2e").write_text(token + "\n")
+    url = local_stack.api(
+        "icee-api-tokens",
+        {"ICEE_TOKENS_DIR": str(tokens), "ICEE_CLIENT_MAX_SESSIONS": "1"},
+    )
+    return TokenApi(url, token)
 
 
 # ---- the browser -------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The browser UI against the real api: each language's starter program,
 typed input, Stop, a compile error, an API error, keyboard-only use; tty mode
 (the default: prompt and answer, Ctrl-C, resize), the waiting indicator, pipe
-mode (stderr in red) and the usage in the finished line.
+mode (stderr in red), the usage in the finished line; API tokens and a 429.
 
 Run with the cluster up: ICEE_API_URL=http://... pytest -m e2e tests/e2e
 """
@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, Request, expect
+from playwright.sync_api import Browser, Locator, Page, Request, expect
+
+if TYPE_CHECKING:
+    from conftest import TokenApi
 
 pytestmark = pytest.mark.e2e
 
@@ -396,3 +400,71 @@ def test_pipe_mode_keeps_stderr_red(page: Page, screenshots: Path) -> None:
     # The choice is kept for the next visit.
     page.reload()
     expect(page.get_by_test_id("mode-pipe")).to_be_checked()
+
+
+# ---- API tokens ------------------------------------------------------------------
+
+
+def test_api_token(browser: Browser, token_api: TokenApi, screenshots: Path) -> None:
+    """Tokens on: Run asks for a token, a wrong one is refused, the right one runs the
+    program (HTTP header and WebSocket subprotocol) and is kept; over the per-client
+    quota the server's reason and Retry-After are shown."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    other = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(token_api.url)
+        page.locator("#language[data-loaded='true']").wait_for(timeout=15_000)
+        form = page.get_by_test_id("token-form")
+        expect(form).to_be_hidden()
+
+        page.get_by_test_id("run").click()
+        expect(form).to_be_visible()
+        expect(page.get_by_test_id("token-problem")).to_contain_text("HTTP 401")
+        expect_state(page, "error")
+        expect(page.get_by_test_id("token")).to_be_focused()
+        page.screenshot(path=screenshots / "token-required.png")
+
+        page.get_by_test_id("token").fill("not-the-right-token-0123456789")
+        page.get_by_test_id("token-save").click()  # retries the run
+        expect(page.get_by_test_id("token-problem")).to_contain_text("refused")
+        expect(page.get_by_test_id("token-problem")).to_contain_text("HTTP 403")
+        expect(form).to_be_visible()
+
+        page.get_by_test_id("token").fill(token_api.token)
+        page.keyboard.press("Enter")
+        expect(form).to_be_hidden()
+        expect_terminal(page, GREETINGS["python"])  # the WebSocket took the token too
+        expect_state(page, re.compile("running|waiting"))
+
+        # The same token in a second browser: over its quota of one session.
+        second = other.new_page()
+        second.goto(token_api.url)
+        second.evaluate("t => localStorage.setItem('icee.token', t)", token_api.token)
+        second.reload()
+        second.locator("#language[data-loaded='true']").wait_for(timeout=15_000)
+        expect(second.get_by_test_id("token-button")).to_be_visible()
+        second.get_by_test_id("run").click()
+        expect_state(second, "error", timeout=30_000)
+        message = second.get_by_test_id("message")
+        expect(message).to_contain_text("HTTP 429")
+        expect(message).to_contain_text(re.compile(r"try again in \d+ s"))
+        expect(second.get_by_test_id("token-form")).to_be_hidden()
+        second.screenshot(path=screenshots / "token-quota-429.png")
+
+        type_line(page, "with a token")
+        expect_terminal(page, "You typed: with a token")
+        page.get_by_test_id("eof").click()
+        expect_state(page, "finished")
+        expect(page.get_by_test_id("exit-code")).to_have_text("0")
+        page.screenshot(path=screenshots / "token-run.png")
+
+        # Kept for the next visit.
+        page.reload()
+        page.locator("#language[data-loaded='true']").wait_for(timeout=15_000)
+        assert page.evaluate("localStorage.getItem('icee.token')") == token_api.token
+        expect(page.get_by_test_id("token-button")).to_be_visible()
+        expect(form).to_be_hidden()
+    finally:
+        context.close()
+        other.close()

@@ -494,8 +494,11 @@ async function recoverFinalState(run: Run, id: string): Promise<void> {
     } else if (info.state) {
       showMessage(`The session is still ${info.state} on the server; it ends by itself when its time is up.`, "info");
     }
-  } catch {
-    // the server is unreachable too; the message already says the connection dropped
+  } catch (error) {
+    // A WebSocket refused at the handshake (401/403) only shows as a dropped
+    // connection; the same call over HTTP says why.
+    if (error instanceof ApiError && error.needsToken && current === run) askForToken(error, null);
+    // Otherwise the server is unreachable too; the message already says the connection dropped.
   }
 }
 
