@@ -299,6 +299,9 @@ def test_phone_width(open_ui: Callable[..., Page], screenshots: Path) -> None:
 def test_tty_prompt_and_answer(page: Page, screenshots: Path) -> None:
     """The default mode gives the program a terminal; the pty echoes, the UI does not."""
     expect(page.get_by_test_id("mode-tty")).to_be_checked()
+    # Tokens off (this api): nothing about them shows.
+    expect(page.get_by_test_id("token-form")).to_be_hidden()
+    expect(page.get_by_test_id("token-button")).to_be_hidden()
     posted = session_requests(page)
     set_code(page, TTY_PROMPT_PYTHON)
     page.get_by_test_id("run").click()
