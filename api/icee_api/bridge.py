@@ -123,6 +123,9 @@ class Bridge:
         self.outcome: Outcome | None = None
         # Set when the runner's stream broke the protocol (the operator's status decides).
         self.protocol_error: str | None = None
+        # Whether the runner said anything: an attach to a container that had already
+        # ended carries nothing (its output is in the log).
+        self.heard_runner = False
 
     async def run(self) -> BridgeEnd:
         tasks = {
@@ -165,6 +168,7 @@ class Bridge:
         try:
             async for frame in self._attach.frames():
                 if frame.channel is Channel.STDOUT:
+                    self.heard_runner = self.heard_runner or bool(frame.data)
                     if await self._runner_output(frame.data, decoders):
                         break
                 elif frame.channel is Channel.STDERR:

@@ -270,6 +270,10 @@ class SessionStream:
                 # The runner's final report: the program ended by itself. Passed on now;
                 # the operator still writes the CodeSession's status from the pod.
                 self.session.end(bridge.outcome)
+            elif not bridge.heard_runner and bridge.protocol_error is None:
+                # Attached to a container that had already ended (the pod status lags):
+                # what it wrote is in its log.
+                await self._replay_log(limits.output_bytes)
             return end
 
     def _ended_elsewhere(self) -> bool:

@@ -126,6 +126,16 @@ async def test_output_is_relayed_by_stream_and_program_end_ends_the_bridge() -> 
         {"type": "stdout", "data": "World\n"},
     ]
     assert h.bridge.outcome is None  # no q frame: the operator's status decides
+    assert h.bridge.heard_runner
+
+
+async def test_an_attach_that_carries_nothing_did_not_hear_the_runner() -> None:
+    # Attached to a container that had already ended: the stream replays its log.
+    h = Harness()
+    run = h.start()
+    h.attach.end()
+    await run
+    assert not h.bridge.heard_runner
 
 
 async def test_frames_split_anywhere_across_attach_chunks() -> None:
