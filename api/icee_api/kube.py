@@ -9,8 +9,9 @@ ever creates CodeSessions, reads them and their pods, and patches
 Errors, all from one place (:class:`KubeError`)::
 
     KubeError          the API server refused a call (``status`` set) or was unreachable
-     └── WatchExpired  a watch's resourceVersion is too old (410 Gone, as an ERROR
-                       event or when opening the watch): list again
+     ├── WatchExpired  a watch's resourceVersion is too old (410 Gone, as an ERROR
+     │                 event or when opening the watch): list again
+     └── QuotaExceeded the namespace's ResourceQuota refused a new object
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
@@ -49,6 +51,10 @@ class KubeError(RuntimeError):
 
 class WatchExpired(KubeError):
     """The resourceVersion a watch resumed from is too old (410 Gone): list again."""
+
+
+class QuotaExceeded(KubeError):
+    """The namespace's ResourceQuota refused a new object (403 exceeded quota)."""
 
 
 # What a call may raise when the API server is unreachable or goes away mid-response.
@@ -386,12 +392,32 @@ class Cluster:
         except KubeError as exc:
             raise KubeError(f"cannot list codesessions: {exc}", exc.status) from exc
 
-    async def create_session(self, session_id: str, spec: CodeSessionSpec) -> None:
-        body = codesession_manifest(session_id, spec, self.namespace)
+    async def create_session(
+        self, session_id: str, spec: CodeSessionSpec, client: str | None = None
+    ) -> None:
+        """Create the CodeSession; QuotaExceeded if the namespace's ResourceQuota is full."""
+        body = codesession_manifest(session_id, spec, self.namespace, client)
         try:
             await self.kube.call("POST", codesessions_path(self.namespace), body=body)
         except KubeError as exc:
+            if exc.status == 403 and "exceeded quota" in str(exc):
+                raise QuotaExceeded(str(exc), exc.status) from exc
             raise KubeError(f"cannot create the CodeSession: {exc}", exc.status) from exc
+
+    async def mark_connected(self, session_id: str, at: datetime) -> None:
+        """Set ``spec.start``: the client connected, the operator may start the sandbox.
+
+        Set once (a CRD rule refuses a change): a second call is a no-op.
+        """
+        stamp = at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        patch = {"spec": {"start": {"at": stamp}}}
+        path = codesessions_path(self.namespace, session_id)
+        try:
+            await self.kube.call("PATCH", path, body=patch, content_type=MERGE_PATCH)
+        except KubeError as exc:
+            if exc.status == 422 and "immutable" in str(exc):
+                return  # already marked (by an earlier connection)
+            raise KubeError(f"cannot mark the session connected: {exc}", exc.status) from exc
 
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         try:

@@ -55,10 +55,17 @@ def run() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # The sans-I/O implementation pauses reading after each message until the app
+        # takes it: with the size cap, one socket makes the api hold at most one
+        # message in and one write buffer out (its websockets-based sibling would
+        # queue ws_max_queue messages; set low too in case it is picked).
+        ws="websockets-sansio",
         ws_max_size=settings.max_client_frame_bytes,
+        ws_max_queue=2,
         ws_per_message_deflate=settings.ws_compression,
         timeout_graceful_shutdown=5,
-        proxy_headers=True,
+        # X-Forwarded-For is read by icee itself, from trusted proxies only (clients.py).
+        proxy_headers=False,
     )
     server = DrainingServer(config, app.state.services)
     server.run()

@@ -96,7 +96,8 @@ def parse_client_message(raw: str) -> ClientMessage:
         return Resize(int(cols), int(rows))  # type: ignore[arg-type]
     if kind is None:
         raise MessageError("message has no 'type'")
-    raise MessageError(f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+    shown = repr(kind)[:40]  # never echo more than a short prefix of what was sent
+    raise MessageError(f"unknown message type {shown}; expected one of {', '.join(CLIENT_TYPES)}")
 
 
 def output(stream: str, data: str) -> dict[str, Any]:

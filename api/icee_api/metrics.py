@@ -23,7 +23,32 @@ class Metrics:
             "icee_session_starts", "Sessions by how their sandbox started", ["how"], registry=r
         )
         self.sessions_rejected = Counter(
-            "icee_sessions_rejected", "POST /session refused", ["why"], registry=r
+            "icee_sessions_rejected",
+            "POST /session refused, by rule (bad_request, unauthorized, forbidden, "
+            "live_sessions, unconnected_sessions, client_sessions, client_rate, ...)",
+            ["why"],
+            registry=r,
+        )
+        self.websockets_rejected = Counter(
+            "icee_websockets_rejected",
+            "WebSocket handshakes refused (origin, unauthorized, forbidden)",
+            ["why"],
+            registry=r,
+        )
+        self.clients_too_slow = Counter(
+            "icee_clients_too_slow",
+            "Clients disconnected because they stopped reading their output",
+            registry=r,
+        )
+        self.sessions_live = Gauge(
+            "icee_sessions_live",
+            "Sessions not ended whose client connected (cluster-wide, from the watch)",
+            registry=r,
+        )
+        self.sessions_unconnected = Gauge(
+            "icee_sessions_unconnected",
+            "Sessions created whose client has not connected yet (cluster-wide)",
+            registry=r,
         )
         self.sessions_ended = Counter(
             "icee_sessions_ended", "Streams that ended, by final reason", ["reason"], registry=r

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 
 from icee_core.languages import LanguageRegistry
 
+from icee_api.admission import Admission, AdmissionLimits, SessionCounts
 from icee_api.attach import AttachBuffers
+from icee_api.auth import TokenStore
+from icee_api.clients import Network, parse_networks
 from icee_api.kube import Cluster
 from icee_api.live import LiveSessions
 from icee_api.metrics import Metrics
@@ -31,9 +34,27 @@ class Services:
     _cluster: Cluster | None = None
     _watches: Watches | None = None
     live: LiveSessions = field(init=False)
+    admission: Admission = field(init=False)
+    tokens: TokenStore | None = field(init=False)
+    trusted_proxies: tuple[Network, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        s = self.settings
         self.live = LiveSessions(self._terminate)
+        limits = AdmissionLimits(
+            max_live=s.max_live_sessions,
+            max_unconnected=s.max_unconnected_sessions,
+            client_sessions=s.client_max_sessions,
+            client_rate=s.client_rate_per_second,
+            client_burst=s.client_burst,
+        )
+        self.admission = Admission(limits, SessionCounts())
+        self.metrics.sessions_live.set_function(lambda: self.admission.counts.connected)
+        self.metrics.sessions_unconnected.set_function(lambda: self.admission.counts.unconnected)
+        self.tokens = (
+            TokenStore(s.tokens_dir, s.tokens_reload_seconds) if s.tokens_dir is not None else None
+        )
+        self.trusted_proxies = parse_networks(s.trusted_proxies)
 
     @property
     def cluster(self) -> Cluster:
@@ -50,6 +71,7 @@ class Services:
     def connect(self, cluster: Cluster, watches: Watches) -> None:
         self._cluster = cluster
         self._watches = watches
+        watches.outcomes.observers.append(self.admission.counts)
 
     async def _terminate(self, session_id: str, reason: str, message: str) -> bool:
         return await self.cluster.request_termination(session_id, reason, message)

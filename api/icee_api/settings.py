@@ -34,8 +34,29 @@ class Settings(BaseSettings):
     maxima: ServerMaxima = ServerMaxima()
     # Whole POST /session body (the code itself is capped by the CodeSession spec).
     max_request_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
-    # One client WebSocket frame; stdin is also capped per session (limits.stdinBytes).
-    max_client_frame_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024
+    # One client WebSocket message (input frames are lines of text); a bigger one
+    # closes the socket with 1009 before it is read. stdin is also capped per session.
+    max_client_frame_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    # A client that does not read its output for this long is disconnected and its
+    # session ends (ClientGone, "stopped reading").
+    ws_send_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Browser origins that may open the WebSocket besides the api's own
+    # (scheme://host[:port], or "*"); a request without Origin always may.
+    allowed_origins: list[str] = []
+
+    # Admission (admission.py). Live = connected + not yet connected sessions, each
+    # of which will need a sandbox pod; keep it at most the sandbox namespace's pod quota.
+    max_live_sessions: Annotated[int, Field(ge=1)] = 100
+    max_unconnected_sessions: Annotated[int, Field(ge=1)] = 100
+    # Per client (its API token, else its address): generous for a class behind one NAT.
+    client_max_sessions: Annotated[int, Field(ge=1)] = 60
+    client_burst: Annotated[int, Field(ge=1)] = 60
+    client_rate_per_second: Annotated[float, Field(ge=0)] = 2.0
+    # Peers whose X-Forwarded-For is believed (addresses or CIDRs, e.g. the ingress).
+    trusted_proxies: list[str] = []
+    # API tokens: a directory of files (a mounted Secret), one token each; None: off.
+    tokens_dir: Path | None = None
+    tokens_reload_seconds: Annotated[float, Field(ge=0)] = 10.0
     # permessage-deflate on client WebSockets: ~45 KiB of zlib state per socket, for
     # little gain on short JSON frames; off unless the clients sit behind a slow link.
     ws_compression: bool = False

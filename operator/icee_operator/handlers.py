@@ -1,6 +1,7 @@
 """kopf handlers: thin adapters from Kubernetes events to `sessions`.
 
-- CodeSession created            -> start: Pod, status Pending
+- CodeSession created            -> status Pending; no pod until a client connects
+- spec.start set (by api)        -> start: Pod (lazy start)
 - spec.termination set (by api)  -> Terminated with that reason, pod deleted
 - sandbox Pod changed or deleted -> status follows it; ended -> pod and code deleted
 - operator (re)started           -> every CodeSession reconciled against its pod,
@@ -141,6 +142,16 @@ async def codesession_created(body: kopf.Body, retry: int, memo: kopf.Memo, **_:
 async def codesession_resumed(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
     ctx = context(memo)
     await bounded(ctx, body, retry, reconcile(ctx, body), None)
+
+
+@kopf.on.update(
+    *CODESESSIONS, field="spec.start", retries=HANDLER_RETRIES, backoff=RETRY_BACKOFF_SECONDS
+)
+async def client_connected(body: kopf.Body, new: Any, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    # Lazy start: the api set spec.start when the session's client connected.
+    if new and not status_of(body).is_final:
+        ctx = context(memo)
+        await bounded(ctx, body, retry, start(ctx, body), Reason.START_FAILED)
 
 
 @kopf.on.update(

@@ -116,7 +116,12 @@ async def start(ctx: Context, body: Mapping[str, Any]) -> None:
         return
     if datetime.now(UTC) >= _start_deadline(ctx, body):
         # Created while no operator ran, and nobody waits for it any more.
-        await advance(ctx, name, _not_started(ctx), body)
+        await advance(ctx, name, _not_started(ctx, body), body)
+        return
+    if spec.start is None:
+        # Lazy start: no sandbox until a client connects (the api sets spec.start).
+        await advance(ctx, name, Observation(Phase.PENDING), body)
+        arm_start_timeout(ctx, body)
         return
     claimed = spec.start.pod_name if spec.start is not None else None
     if claimed is not None:
@@ -202,8 +207,8 @@ async def reconcile(ctx: Context, body: Mapping[str, Any]) -> None:
     if (body.get("spec") or {}).get("termination"):
         await terminate(ctx, body)
         return
-    if status.phase is None:
-        await start(ctx, body)
+    if status.phase is None or (status.phase is Phase.PENDING and status.pod_name is None):
+        await start(ctx, body)  # never started, or waiting for its client (lazy start)
         return
     pod_name = session_pod_name(name, body)
     pod = await ctx.kube.get_pod(pod_name)
@@ -274,21 +279,59 @@ async def end(ctx: Context, name: str, status: CodeSessionStatus) -> None:
 
 
 def arm_start_timeout(ctx: Context, body: Mapping[str, Any]) -> None:
+    """End the session if it is not running by its start deadline.
+
+    Keyed by the connect time too: a session armed while it waited for its client
+    gets a new deadline once the client connects (the old one then finds it started).
+    """
     name = body["metadata"]["name"]
+    connected = _connected_at(body)
 
     async def check() -> None:
-        await advance(ctx, name, _not_started(ctx), only_from=frozenset({None, Phase.PENDING}))
+        fresh = await ctx.kube.get_session(name)
+        if fresh is None or _connected_at(fresh) != connected:
+            return  # gone, or connected since: the deadline armed then applies
+        await advance(
+            ctx, name, _not_started(ctx, fresh), fresh, only_from=frozenset({None, Phase.PENDING})
+        )
 
+    if connected is not None:
+        ctx.deadlines.disarm(f"start/{name}")
     ctx.deadlines.arm(f"start/{name}", _start_deadline(ctx, body), check)
 
 
+def _connected_at(body: Mapping[str, Any]) -> datetime | None:
+    """When the api marked the session's client connected (spec.start.at), if it did."""
+    start = (body.get("spec") or {}).get("start") or {}
+    stamp = start.get("at")
+    if isinstance(stamp, datetime):
+        return stamp
+    if isinstance(stamp, str):
+        try:
+            return datetime.fromisoformat(stamp)
+        except ValueError:
+            return None
+    return None
+
+
 def _start_deadline(ctx: Context, body: Mapping[str, Any]) -> datetime:
-    return _created_at(body) + timedelta(seconds=ctx.settings.start_timeout_seconds)
+    """Connected: start timeout from the connection; else the connect timeout from creation."""
+    created = _created_at(body)
+    connected = _connected_at(body)
+    if connected is None:
+        return created + timedelta(seconds=ctx.settings.connect_timeout_seconds)
+    # The api's clock stamped it: never before creation, never past now.
+    connected = min(max(connected, created), datetime.now(UTC))
+    return connected + timedelta(seconds=ctx.settings.start_timeout_seconds)
 
 
-def _not_started(ctx: Context) -> Observation:
+def _not_started(ctx: Context, body: Mapping[str, Any]) -> Observation:
+    if _connected_at(body) is None:
+        timeout = ctx.settings.connect_timeout_seconds
+        message = f"no client connected within {timeout:g} s of its creation"
+        return Observation(Phase.TERMINATED, Reason.CLIENT_GONE, message=message)
     timeout = ctx.settings.start_timeout_seconds
-    message = f"the program did not start within {timeout:g} s of its creation"
+    message = f"the program did not start within {timeout:g} s of its client connecting"
     return Observation(Phase.TERMINATED, Reason.START_FAILED, message=message)
 
 

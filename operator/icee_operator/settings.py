@@ -47,6 +47,9 @@ class OperatorSettings(BaseSettings):
     # A session not running this long after creation ends as StartFailed
     # (unschedulable, image missing, ...).
     start_timeout_seconds: float = Field(default=60, gt=0)
+    # A session no client connected to this long after creation ends as ClientGone
+    # (the api that created it ends it sooner; this covers an api that went away).
+    connect_timeout_seconds: float = Field(default=60, gt=0)
     # How long an ended CodeSession stays readable before the operator deletes it.
     retention_seconds: float = Field(default=300, ge=0)
 

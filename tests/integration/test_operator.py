@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "charts" / "icee" / "crds" / "codesession.yaml"
 OPERATOR = Path(sys.executable).parent / "icee-operator"
 RETENTION_SECONDS = 10
+CONNECT_TIMEOUT_SECONDS = 8
 FINAL = ("Finished", "Terminated")
 
 BROKEN_LANGUAGE = """
@@ -83,6 +84,7 @@ def operator_in_new_namespace(logs: Path, languages: Path, **settings: str) -> I
         "ICEE_HEALTH_PORT": str(free_port()),
         "ICEE_RETENTION_SECONDS": str(RETENTION_SECONDS),
         "ICEE_START_TIMEOUT_SECONDS": "60",
+        "ICEE_CONNECT_TIMEOUT_SECONDS": str(CONNECT_TIMEOUT_SECONDS),
         "ICEE_IMAGE_PULL_POLICY": "Never",
         "ICEE_LANGUAGES_FILE": str(languages),
     } | {f"ICEE_{key.upper()}": value for key, value in settings.items()}
@@ -135,8 +137,18 @@ def _until(predicate: Callable[[], bool], timeout: float, every: float = 0.2) ->
         time.sleep(every)
 
 
-def create(op: Operator, code: str, language: str = "python", **spec: Any) -> str:
+def now_stamp() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def create(
+    op: Operator, code: str, language: str = "python", connected: bool = True, **spec: Any
+) -> str:
+    """A CodeSession as the api makes it; ``connected``: its client is already there
+    (spec.start set, so the operator starts it at once, as after a WebSocket opened)."""
     session_id = names.new_session_id()
+    if connected:
+        spec["start"] = {"at": now_stamp()}
     body = codesession_manifest(
         session_id,
         CodeSessionSpec.model_validate({"language": language, "code": code, **spec}),
@@ -317,6 +329,41 @@ def test_termination_before_the_pod_started_creates_no_pod(operator: Operator) -
     final = wait_phase(operator, session_id, FINAL)
     assert (final["phase"], final["reason"]) == ("Terminated", "ClientGone")
     assert "startedAt" not in final
+    assert gone(operator, "pod", names.pod_name(session_id), timeout=1)
+
+
+def test_no_pod_until_the_client_connects(operator: Operator) -> None:
+    """Lazy start: a session gets its sandbox only once spec.start is set."""
+    session_id = create(operator, "print(input()[::-1])", connected=False)
+    assert wait_phase(operator, session_id, ("Pending",), timeout=15).get("podName") is None
+    time.sleep(2)
+    assert gone(operator, "pod", names.pod_name(session_id), timeout=0.5)
+    kubectl(
+        "patch", "codesession", session_id, "-n", operator.namespace, "--type=merge", "-p",
+        json.dumps({"spec": {"start": {"at": now_stamp()}}}),
+    )  # fmt: skip
+    assert wait_phase(operator, session_id, ("Running",))["podName"] == names.pod_name(session_id)
+    attached = attach(operator, session_id, b"lazy\n")
+    out, _ = attached.communicate(timeout=60)
+    assert out == b"yzal\n"
+    final = wait_phase(operator, session_id, FINAL)
+    assert (final["phase"], final["reason"]) == ("Finished", "Completed")
+    # spec.start is set once: a change is refused by the CRD.
+    for patch in ({"start": {"at": "2030-01-01T00:00:00Z"}}, {"start": None}):
+        refused = subprocess.run(
+            [KUBECTL, "patch", "codesession", session_id, "-n", operator.namespace,
+             "--type=merge", "-p", json.dumps({"spec": patch})],
+            capture_output=True, text=True, check=False, timeout=30,
+        )  # fmt: skip
+        assert refused.returncode != 0, patch
+        assert "start is immutable" in refused.stderr or "cannot be removed" in refused.stderr
+
+
+def test_never_connected_session_ends_client_gone(operator: Operator) -> None:
+    session_id = create(operator, "print(1)", connected=False)
+    final = wait_phase(operator, session_id, FINAL, timeout=CONNECT_TIMEOUT_SECONDS + 20)
+    assert (final["phase"], final["reason"]) == ("Terminated", "ClientGone")
+    assert "no client connected" in final["message"]
     assert gone(operator, "pod", names.pod_name(session_id), timeout=1)
 
 

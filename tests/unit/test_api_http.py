@@ -44,14 +44,23 @@ class FakeCluster:
     async def list_pods(self) -> tuple[list[dict[str, Any]], str]:
         return [], "1"
 
-    list_sessions = list_pods
+    async def list_sessions(self) -> tuple[list[dict[str, Any]], str]:
+        return list(self.sessions.values()), "1"
+
     list_started = list_pods
 
-    async def create_session(self, session_id: str, spec: Any) -> None:
+    async def create_session(self, session_id: str, spec: Any, client: str | None = None) -> None:
         self.sessions[session_id] = {
-            "metadata": {"name": session_id, "creationTimestamp": "2025-01-01T00:00:00Z"},
+            "metadata": {
+                "name": session_id,
+                "creationTimestamp": "2025-01-01T00:00:00Z",
+                "labels": {"icee.dev/client": client},
+            },
             "spec": spec.to_wire(),
         }
+
+    async def mark_connected(self, session_id: str, at: Any) -> None:
+        self.sessions[session_id]["spec"]["start"] = {"at": at.isoformat()}
 
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         return self.sessions.get(session_id)
@@ -173,7 +182,9 @@ def test_malformed_json(api: TestClient, cluster: FakeCluster) -> None:
 
 
 def test_oversized_body_is_refused_before_parsing(api: TestClient) -> None:
-    r = api.post("/session", content=b"x" * (1024 * 1024))
+    r = api.post(
+        "/session", content=b"x" * (1024 * 1024), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413
 
 
@@ -283,3 +294,103 @@ def test_draining_refuses_new_sessions(api: TestClient) -> None:
     r = api.post("/session", json={"language": "python", "code": "x"})
     assert r.status_code == 503
     assert api.get("/readyz").status_code == 503
+
+
+# -- admission, tokens, origin (issue 9) ---------------------------------------------
+
+HELLO = {"language": "python", "code": "print(1)"}
+
+
+def test_post_needs_json_content_type(api: TestClient) -> None:
+    r = api.post("/session", content=b'{"language": "python", "code": "print(1)"}')
+    assert r.status_code == 415
+    assert "application/json" in r.json()["detail"]
+    r = api.post("/session", content=b"x", headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+
+
+def test_client_quota_gives_429_with_retry_after(cluster: FakeCluster, tmp_path: Path) -> None:
+    settings = Settings(ui_dir=tmp_path / "missing", client_max_sessions=2)
+    with TestClient(create_app(settings, cluster=cluster)) as api:  # type: ignore[arg-type]
+        assert [api.post("/session", json=HELLO).status_code for _ in range(2)] == [201, 201]
+        r = api.post("/session", json=HELLO)
+        assert r.status_code == 429
+        assert int(r.headers["retry-after"]) > 0
+        assert r.json()["limit"] == "client_sessions"
+        assert "at most 2" in r.json()["detail"]
+        metrics = api.get("/metrics").text
+        assert 'icee_sessions_rejected_total{why="client_sessions"} 1.0' in metrics
+        assert "icee_sessions_unconnected 2.0" in metrics
+
+
+def test_rate_quota(cluster: FakeCluster, tmp_path: Path) -> None:
+    settings = Settings(ui_dir=tmp_path / "missing", client_burst=3, client_rate_per_second=0.01)
+    with TestClient(create_app(settings, cluster=cluster)) as api:  # type: ignore[arg-type]
+        codes = [api.post("/session", json=HELLO).status_code for _ in range(5)]
+        assert codes == [201, 201, 201, 429, 429]
+        assert api.post("/session", json=HELLO).json()["limit"] == "client_rate"
+
+
+TOKEN = "t0ken-for-unit-tests-0123"
+
+
+@pytest.fixture
+def token_api(cluster: FakeCluster, tmp_path: Path) -> Iterator[TestClient]:
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    (tokens / "alice").write_text(TOKEN)
+    settings = Settings(ui_dir=tmp_path / "missing", tokens_dir=tokens)
+    with TestClient(create_app(settings, cluster=cluster)) as client:  # type: ignore[arg-type]
+        yield client
+
+
+def test_tokens_401_403_and_open_paths(token_api: TestClient) -> None:
+    r = token_api.post("/session", json=HELLO)
+    assert r.status_code == 401
+    assert "Bearer" in r.json()["detail"]
+    assert r.headers["www-authenticate"] == "Bearer"
+    r = token_api.post("/session", json=HELLO, headers={"authorization": "Bearer " + "x" * 20})
+    assert r.status_code == 403
+    assert "refused" in r.json()["detail"]
+    r = token_api.post("/session", json=HELLO, headers={"authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 201
+    sid = r.json()["sessionId"]
+    assert token_api.get(f"/session/{sid}").status_code == 401
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    assert token_api.get(f"/session/{sid}", headers=auth).status_code == 200
+    for path in ("/healthz", "/readyz", "/metrics", "/languages"):
+        assert token_api.get(path).status_code == 200, path
+
+
+def test_websocket_token_by_subprotocol(token_api: TestClient, cluster: FakeCluster) -> None:
+    with pytest.raises(WebSocketDisconnect), token_api.websocket_connect(f"/ws/session/{ID}"):
+        pass  # pragma: no cover
+    with token_api.websocket_connect(
+        f"/ws/session/{ID}", subprotocols=["icee", f"bearer.{TOKEN}"]
+    ) as ws:
+        assert ws.accepted_subprotocol == "icee"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 4404
+
+
+def test_cross_origin_websocket_is_refused(api: TestClient) -> None:
+    with (
+        pytest.raises(WebSocketDisconnect),
+        api.websocket_connect(f"/ws/session/{ID}", headers={"origin": "https://evil.example"}),
+    ):
+        pass  # pragma: no cover
+    assert 'icee_websockets_rejected_total{why="origin"} 1.0' in api.get("/metrics").text
+    with api.websocket_connect(f"/ws/session/{ID}", headers={"origin": "http://testserver"}) as ws:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 4404
+
+
+def test_error_messages_echo_only_a_prefix(api: TestClient) -> None:
+    r = api.post("/session", json={"language": "x" * 5000, "code": "print(1)"})
+    assert r.status_code == 422
+    assert len(r.text) < 600
+    r = api.post("/session", json={"language": "python", "code": "1", "y" * 5000: 1})
+    assert r.status_code == 422
+    assert len(r.text) < 600

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import JSONResponse
 from icee_core import names
 from icee_core.models import (
     CODE_MAX_BYTES,
@@ -26,8 +27,9 @@ from icee_core.sources import SourceEntry, SourceFileError, resolve_sources
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from icee_api.deps import ServicesDep
-from icee_api.kube import KubeError
+from icee_api.admission import Refusal, quota_refusal
+from icee_api.deps import ClientDep, ServicesDep
+from icee_api.kube import KubeError, QuotaExceeded
 from icee_api.services import Services
 from icee_api.session import State
 from icee_api.watches import status_of
@@ -110,9 +112,10 @@ async def _read_json(request: Request, max_bytes: int) -> Any:
 
 def _problems(error: ValidationError) -> str:
     parts = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(p) for p in item["loc"])
-        msg = item["msg"].removeprefix("Value error, ")
+    for item in error.errors(include_url=False)[:10]:
+        # Field names come from the client: show a short prefix only.
+        where = ".".join(str(p)[:64] for p in item["loc"])
+        msg = item["msg"].removeprefix("Value error, ")[:200]
         parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts)
 
@@ -134,7 +137,7 @@ def build_spec(body: Any, services: Services) -> CodeSessionSpec:
         known = ", ".join(services.languages.ids)
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"unknown language {req.language!r}; one of: {known}",
+            f"unknown language {req.language[:64]!r}; one of: {known}",
         )
     size = len(req.code.encode("utf-8")) if req.code is not None else 0
     if size > CODE_MAX_BYTES:
@@ -164,17 +167,55 @@ def build_spec(body: Any, services: Services) -> CodeSessionSpec:
     return clamp_spec(spec, maxima)
 
 
+def _require_json(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        shown = media_type[:64] or "none"
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type must be application/json, not {shown}",
+        )
+
+
+def _refused(services: Services, refusal: Refusal) -> JSONResponse:
+    services.metrics.sessions_rejected.labels(refusal.limit).inc()
+    return JSONResponse(
+        refusal.body(),
+        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(refusal.retry_after)},
+    )
+
+
 @router.post("/session", status_code=status.HTTP_201_CREATED, response_model=SessionCreated)
-async def create_session(request: Request, services: ServicesDep) -> SessionCreated:
+async def create_session(
+    request: Request, services: ServicesDep, client: ClientDep
+) -> SessionCreated | JSONResponse:
     if services.live.draining:
         services.metrics.sessions_rejected.labels("shutting_down").inc()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the server is shutting down")
+    try:
+        _require_json(request)
+    except HTTPException:
+        services.metrics.sessions_rejected.labels("unsupported_media_type").inc()
+        raise
     try:
         spec = build_spec(await _read_json(request, services.settings.max_request_bytes), services)
     except HTTPException:
         services.metrics.sessions_rejected.labels("bad_request").inc()
         raise
+    if not services.watches.outcomes.loaded.is_set():
+        services.metrics.sessions_rejected.labels("starting").inc()
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the api is still counting the sessions in the cluster; retry in a moment",
+            headers={"Retry-After": "1"},
+        )
+    refusal = services.admission.check(client)
+    if refusal is not None:
+        return _refused(services, refusal)
     session_id = names.new_session_id()
+    counts = services.admission.counts
+    counts.reserve(session_id, client.label)
     # A warm pod of the language if one fits (issue 12); the operator adopts it.
     pools = services.watches.warm
     warm = await pools.claim(session_id, spec.language, spec.limits) if pools else None
@@ -182,8 +223,12 @@ async def create_session(request: Request, services: ServicesDep) -> SessionCrea
         spec = spec.model_copy(update={"start": Start(at=datetime.now(UTC), pod_name=warm)})
     services.metrics.session_starts.labels("warm" if warm else "cold").inc()
     try:
-        await services.cluster.create_session(session_id, spec)
+        await services.cluster.create_session(session_id, spec, client.label)
+    except QuotaExceeded:
+        counts.release(session_id)
+        return _refused(services, quota_refusal(services.admission.limits.retry_after_seconds))
     except KubeError as exc:
+        counts.release(session_id)
         services.metrics.sessions_rejected.labels("kubernetes").inc()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     services.live.created(session_id, spec.timeouts.idle_seconds)
@@ -225,12 +270,12 @@ def view(session_id: str, obj: dict[str, Any]) -> SessionView:
 
 
 @router.get("/session/{session_id}", response_model=SessionView)
-async def get_session(session_id: str, services: ServicesDep) -> SessionView:
+async def get_session(session_id: str, services: ServicesDep, _: ClientDep) -> SessionView:
     return view(session_id, await _get(session_id, services))
 
 
 @router.delete("/session/{session_id}", status_code=status.HTTP_202_ACCEPTED)
-async def delete_session(session_id: str, services: ServicesDep) -> dict[str, str]:
+async def delete_session(session_id: str, services: ServicesDep, _: ClientDep) -> dict[str, str]:
     """Ask for the session to end (UserTerminated); the final state follows on the stream."""
     obj = await _get(session_id, services)
     if status_of(obj).is_final:

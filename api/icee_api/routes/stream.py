@@ -6,17 +6,22 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
+from fastapi.responses import JSONResponse
 from icee_core import names
 from icee_core.models import Reason
 
 from icee_api import messages
+from icee_api.auth import AuthError, selected_subprotocol
 from icee_api.bridge import ClientGone
-from icee_api.deps import ServicesDep
+from icee_api.deps import ServicesDep, identify
 from icee_api.kube import KubeError
 from icee_api.messages import CloseCode
+from icee_api.origin import origin_allowed
 from icee_api.services import Services
 from icee_api.streaming import Opening, SessionStream
 
@@ -24,22 +29,45 @@ router = APIRouter(tags=["stream"])
 log = logging.getLogger(__name__)
 
 
-class WebSocketClient:
-    """A Starlette WebSocket as the bridge's ClientLink."""
+# Called once when the client stopped reading (a send timed out), with a message.
+OnStalled = Callable[[str], Awaitable[None]]
 
-    def __init__(self, ws: WebSocket) -> None:
+
+class WebSocketClient:
+    """A Starlette WebSocket as the bridge's ClientLink.
+
+    A send waits while the socket's write buffer is full (the server's flow
+    control); a client that reads nothing for ``send_timeout`` seconds is given up:
+    ``on_stalled`` ends its session with a stated reason, and the send raises
+    ClientGone. So a client that stops reading pins at most one write buffer.
+    """
+
+    def __init__(
+        self, ws: WebSocket, send_timeout: float = 10.0, on_stalled: OnStalled | None = None
+    ) -> None:
         self._ws = ws
         # Output, errors and the watchdog send from different tasks; frames must not interleave.
         self._send_lock = asyncio.Lock()
         self._gone = False
+        self._send_timeout = send_timeout
+        self.on_stalled = on_stalled
 
     async def send(self, message: dict[str, Any]) -> None:
         if self._gone:
             raise ClientGone
         text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
         try:
-            async with self._send_lock:
+            async with asyncio.timeout(self._send_timeout), self._send_lock:
                 await self._ws.send_text(text)
+        except TimeoutError:
+            self._gone = True
+            if self.on_stalled is not None:
+                stalled, self.on_stalled = self.on_stalled, None
+                await stalled(
+                    f"the client stopped reading its output (nothing read for "
+                    f"{self._send_timeout:g} s)"
+                )
+            raise ClientGone from None
         except Exception as exc:  # starlette/uvicorn raise several kinds once the peer is gone
             self._gone = True
             raise ClientGone from exc
@@ -71,10 +99,29 @@ class WebSocketClient:
 
 @router.websocket("/ws/session/{session_id}")
 async def stream_session(ws: WebSocket, session_id: str, services: ServicesDep) -> None:
-    await ws.accept()
-    client = WebSocketClient(ws)
+    refusal = handshake_refusal(ws, services)
+    if refusal is not None:
+        why, status_code, detail = refusal
+        services.metrics.websockets_rejected.labels(why).inc()
+        await ws.send_denial_response(JSONResponse({"detail": detail}, status_code=status_code))
+        return
+    await ws.accept(subprotocol=selected_subprotocol(ws.scope.get("subprotocols") or ()))
+    client = WebSocketClient(ws, services.settings.ws_send_timeout_seconds)
     code, reason = await serve(session_id, client, services)
     await client.close(code, reason)
+
+
+def handshake_refusal(ws: WebSocket, services: Services) -> tuple[str, int, str] | None:
+    """Why the handshake is refused (metric label, HTTP status, detail), or None."""
+    origin = ws.headers.get("origin")
+    if not origin_allowed(origin, ws.headers.get("host"), services.settings.allowed_origins):
+        shown = (origin or "")[:100]
+        return "origin", 403, f"origin {shown!r} may not open icee WebSockets"
+    try:
+        identify(ws, services, ws.scope.get("subprotocols") or ())
+    except AuthError as exc:
+        return ("unauthorized" if exc.status == 401 else "forbidden"), exc.status, exc.detail
+    return None
 
 
 async def serve(session_id: str, client: WebSocketClient, services: Services) -> tuple[int, str]:
@@ -89,6 +136,7 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
         return CloseCode.NOT_FOUND, "no such session"
     opening = Opening.of(obj, services.languages)
     claimed = claimed_pod(obj)
+    connected = bool((obj.get("spec") or {}).get("start"))
     del obj  # a few KiB (managedFields, code) per idle client otherwise
     stream = SessionStream(
         session_id,
@@ -105,7 +153,22 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
     services.metrics.active_streams.inc()
     if claimed is not None:
         services.cluster.claimed_pods[session_id] = claimed
+
+    async def stalled(message: str) -> None:
+        services.metrics.clients_too_slow.inc()
+        await stream.terminate(Reason.CLIENT_GONE, message)
+
+    client.on_stalled = stalled
     try:
+        if not connected and opening.outcome is None:
+            # Lazy start: the client is here, now the session gets its sandbox.
+            try:
+                await services.cluster.mark_connected(session_id, datetime.now(UTC))
+            except KubeError as exc:
+                if exc.status == 404:
+                    return CloseCode.NOT_FOUND, "no such session"
+                await _send_quietly(client, messages.error(str(exc)))
+                return CloseCode.TRY_AGAIN_LATER, "kubernetes unavailable"
         return await stream.run(opening)
     except Exception:
         log.exception("session %s: stream failed", session_id)

@@ -1,0 +1,217 @@
+"""Admission of new sessions: cluster-wide capacity and per-client quotas.
+
+The counts live in the cluster, not in this process: every api replica follows all
+CodeSessions of the sandbox namespace (the CodeSession watch, relisted on expiry)
+and counts those not yet ended, by whether their client connected (``spec.start``)
+and by who created them (the ``icee.dev/client`` label). Limits, all checked on
+``POST /session``:
+
+- ``live_sessions``: connected plus not-yet-connected sessions at most
+  ``max_live``: a new session reserves the sandbox it will get when its client
+  connects, so a connecting client never finds the cluster full;
+- ``unconnected_sessions``: sessions created but not yet connected;
+- ``client_sessions``: one client's sessions (connected or not);
+- ``client_rate``: one client's creations, a token bucket (quotas.py).
+
+Races between replicas: a replica counts the sessions it created itself at once
+(``reserve``) and the others' when its watch delivers them, typically within
+milliseconds. Two replicas can both admit the last free slot inside that window,
+so the caps can be overshot by at most (replicas - 1) x (sessions one replica
+admits during one watch delay). The namespace's ResourceQuota is the hard
+backstop: the API server counts ``count/codesessions.icee.dev`` and pods
+atomically, and a create it refuses becomes a 429 here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from icee_core import names
+from icee_core.models import FINAL_PHASES
+
+from icee_api.clients import Client
+from icee_api.quotas import RateLimiter
+
+# A session this replica created and its watch has not shown yet is counted for
+# this long at most (the watch normally delivers it within milliseconds).
+RESERVATION_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    max_live: int
+    max_unconnected: int
+    client_sessions: int
+    client_rate: float
+    client_burst: int
+    # Retry-After for refusals that last until some session ends.
+    retry_after_seconds: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a session was not admitted: ``limit`` names the rule (also the metric label)."""
+
+    limit: str
+    detail: str
+    retry_after: int
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, "limit": self.limit, "retryAfterSeconds": self.retry_after}
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    client: str | None
+    connected: bool
+
+
+def _record(obj: dict[str, Any]) -> _Record | None:
+    """How a CodeSession counts: None once it has ended."""
+    if (obj.get("status") or {}).get("phase") in FINAL_PHASES:
+        return None
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    connected = bool((obj.get("spec") or {}).get("start"))
+    return _Record(labels.get(names.LABEL_CLIENT), connected)
+
+
+class SessionCounts:
+    """Sessions not yet ended, by connected state and client (a watches.Observer)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._records: dict[str, _Record] = {}
+        self._clients: Counter[str] = Counter()
+        self._connected = 0
+        # Created here, not yet seen in the watch: session id -> (record, expiry).
+        self._reserved: dict[str, tuple[_Record, float]] = {}
+        self._relisting: dict[str, _Record] | None = None
+
+    # -- Observer ------------------------------------------------------------------
+
+    def begin_relist(self) -> None:
+        self._relisting = {}
+
+    def apply(self, key: str, obj: dict[str, Any] | None) -> None:
+        record = None if obj is None else _record(obj)
+        self._reserved.pop(key, None)
+        if self._relisting is not None:
+            if record is not None:
+                self._relisting[key] = record
+            return
+        self._set(key, record)
+
+    def end_relist(self) -> None:
+        listed, self._relisting = self._relisting or {}, None
+        self._records.clear()
+        self._clients.clear()
+        self._connected = 0
+        for key, record in listed.items():
+            self._set(key, record)
+
+    # -- counts ----------------------------------------------------------------------
+
+    def _set(self, key: str, record: _Record | None) -> None:
+        old = self._records.pop(key, None)
+        if old is not None:
+            self._connected -= old.connected
+            if old.client is not None:
+                self._clients[old.client] -= 1
+                if self._clients[old.client] <= 0:
+                    del self._clients[old.client]
+        if record is not None:
+            self._records[key] = record
+            self._connected += record.connected
+            if record.client is not None:
+                self._clients[record.client] += 1
+
+    def _live_reservations(self) -> list[_Record]:
+        now = self._clock()
+        expired = [key for key, (_, until) in self._reserved.items() if until <= now]
+        for key in expired:
+            del self._reserved[key]
+        return [record for record, _ in self._reserved.values()]
+
+    def reserve(self, session_id: str, client: str) -> None:
+        """Count a session this replica is creating until the watch shows it."""
+        if session_id not in self._records:
+            until = self._clock() + RESERVATION_SECONDS
+            self._reserved[session_id] = (_Record(client, False), until)
+
+    def release(self, session_id: str) -> None:
+        """The create failed: stop counting it."""
+        self._reserved.pop(session_id, None)
+
+    @property
+    def connected(self) -> int:
+        return self._connected
+
+    @property
+    def unconnected(self) -> int:
+        return len(self._records) - self._connected + len(self._live_reservations())
+
+    @property
+    def total(self) -> int:
+        return len(self._records) + len(self._live_reservations())
+
+    def of_client(self, client: str) -> int:
+        extra = sum(1 for record in self._live_reservations() if record.client == client)
+        return self._clients.get(client, 0) + extra
+
+
+class Admission:
+    """Decides whether a client may create a session now."""
+
+    def __init__(self, limits: AdmissionLimits, counts: SessionCounts) -> None:
+        self.limits = limits
+        self.counts = counts
+        self.rates = RateLimiter(limits.client_rate, limits.client_burst)
+
+    def check(self, client: Client) -> Refusal | None:
+        """None to admit (a rate token is then spent), else the first rule broken."""
+        lim, counts, retry = self.limits, self.counts, self.limits.retry_after_seconds
+        mine = counts.of_client(client.label)
+        if mine >= lim.client_sessions:
+            return Refusal(
+                "client_sessions",
+                f"this client already has {mine} sessions, at most "
+                f"{lim.client_sessions} at once; end one or retry later",
+                retry,
+            )
+        if counts.unconnected >= lim.max_unconnected:
+            return Refusal(
+                "unconnected_sessions",
+                f"{counts.unconnected} sessions wait for their client to connect, at most "
+                f"{lim.max_unconnected}; retry later",
+                retry,
+            )
+        if counts.total >= lim.max_live:
+            return Refusal(
+                "live_sessions",
+                f"the cluster is at capacity ({counts.total} sessions, at most "
+                f"{lim.max_live}); retry later",
+                retry,
+            )
+        wait = self.rates.take(client.key)
+        if wait > 0:
+            return Refusal(
+                "client_rate",
+                f"this client creates sessions too fast: at most {lim.client_burst} at once, "
+                f"then {lim.client_rate:g} per second",
+                max(1, math.ceil(wait)) if math.isfinite(wait) else 3600,
+            )
+        return None
+
+
+def quota_refusal(retry_after: int) -> Refusal:
+    """The namespace's ResourceQuota refused the CodeSession (the hard backstop)."""
+    return Refusal(
+        "namespace_quota",
+        "the sandbox namespace's ResourceQuota is exhausted; retry later",
+        retry_after,
+    )
