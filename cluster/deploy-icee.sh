@@ -12,6 +12,9 @@ t0=$SECONDS
 helm="$("$here/build-helm.sh")"
 image="$("$here/build-icee-image.sh")"
 export KUBECONFIG="$ICEE_STATE/kubeconfig"
+# helm installs charts/icee/crds on the first install only; schema changes are
+# additive, so apply them on every deploy.
+kc apply --server-side --force-conflicts -f "$repo/charts/icee/crds/" >/dev/null
 log "installing the chart (release icee, namespace $ICEE_RELEASE_NAMESPACE)"
 "$helm" upgrade --install icee "$repo/charts/icee" \
   --namespace "$ICEE_RELEASE_NAMESPACE" --create-namespace \

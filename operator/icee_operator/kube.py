@@ -24,6 +24,10 @@ class Gone(Exception):
     """The object no longer exists (HTTP 404)."""
 
 
+class QuotaExceeded(Exception):
+    """The namespace's ResourceQuota refused a new object (HTTP 403 "exceeded quota")."""
+
+
 class Kube:
     def __init__(self, api_client: Any, namespace: str) -> None:
         self._api_client = api_client
@@ -187,5 +191,7 @@ async def _ignore_existing(call: Any) -> None:
     try:
         await call
     except ApiException as error:
+        if error.status == 403 and "exceeded quota" in str(error.body or ""):
+            raise QuotaExceeded(str(error.body)[:500]) from None
         if error.status != 409:
             raise

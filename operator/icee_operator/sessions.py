@@ -26,7 +26,7 @@ from icee_core.models import (
 from pydantic import ValidationError
 
 from icee_operator.deadlines import Deadlines
-from icee_operator.kube import Conflict, Gone, Kube
+from icee_operator.kube import Conflict, Gone, Kube, QuotaExceeded
 from icee_operator.observation import Observation, observe_pod, pod_lost
 from icee_operator.pods import build_pod
 from icee_operator.settings import OperatorSettings
@@ -131,7 +131,14 @@ async def start(ctx: Context, body: Mapping[str, Any]) -> None:
         spec = clamp_spec(spec, ctx.settings.maxima)
         pod = build_pod(name, spec, language, ctx.settings)
         pod["metadata"]["ownerReferences"] = [_owner_reference(body)]
-        await ctx.kube.create_pod(pod)
+        try:
+            await ctx.kube.create_pod(pod)
+        except QuotaExceeded as error:
+            # Admission in the api keeps below the quota; this is the backstop's answer.
+            message = f"the sandbox namespace's ResourceQuota is full: {error}"[:1024]
+            full = Observation(Phase.TERMINATED, Reason.START_FAILED, message=message)
+            await advance(ctx, name, full)
+            return
         observed = Observation(Phase.PENDING, pod_name=names.pod_name(name))
     await advance(ctx, name, observed, body)
     arm_start_timeout(ctx, body)

@@ -119,9 +119,9 @@ def namespace(kubeconfig: str, process_logs: Path) -> Iterator[str]:
     if given:
         yield given
         return
-    if kubectl("get", "crd", "codesessions.icee.dev", check=False).strip() == "":
-        kubectl("apply", "-f", str(CRD))
-        kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
+    # Always: helm does not upgrade CRDs, and this checkout's (additive) schema must be in.
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
     ns = f"icee-it-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", ns)
     operator = start_process(

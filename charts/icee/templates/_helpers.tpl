@@ -43,6 +43,22 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-sandbox" (include "icee.fullname" .) -}}
 {{- end -}}
 
+{{/* icee.tokensSecret: the Secret holding the API tokens. */}}
+{{- define "icee.tokensSecret" -}}
+{{- .Values.auth.tokens.existingSecret | default (printf "%s-tokens" (include "icee.fullname" .)) -}}
+{{- end -}}
+
+{{/* icee.maxLiveSessions: admission.maxLiveSessions, else the sandbox pod quota, else 100. */}}
+{{- define "icee.maxLiveSessions" -}}
+{{- if .Values.admission.maxLiveSessions -}}
+{{- .Values.admission.maxLiveSessions -}}
+{{- else if .Values.sandbox.quota.enabled -}}
+{{- .Values.sandbox.quota.pods -}}
+{{- else -}}
+100
+{{- end -}}
+{{- end -}}
+
 {{/* icee.env: settings shared by the api and the operator (both read ICEE_*). */}}
 {{- define "icee.env" -}}
 - name: ICEE_NAMESPACE
