@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -169,6 +170,45 @@ def test_helm_test_runs_a_session(helm: str, release: Release) -> None:
     assert re.search(r"Phase:\s+Succeeded", result.stdout), result.stdout
 
 
+def test_sandbox_namespace_has_the_quota(release: Release) -> None:
+    quota = json.loads(kubectl("-n", release.sandbox, "get", "resourcequotas", "-o", "json"))
+    hard = [q["spec"]["hard"] for q in quota["items"]]
+    assert hard == [{"pods": "100", "count/codesessions.icee.dev": "2000"}], hard
+
+
+HELM_TEST_TOKEN = "helm-test-token-" + uuid.uuid4().hex
+
+
+def test_tokens_on_refuse_anonymous_calls_and_helm_test_passes(helm: str, release: Release) -> None:
+    run(
+        helm, "upgrade", release.name, str(CHART), "-n", release.namespace, "--reuse-values",
+        "--set", "auth.tokens.enabled=true",
+        "--set", f"auth.tokens.values.helmtest={HELM_TEST_TOKEN}",
+        "--wait", "--timeout", "5m",
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{release.port}"
+    body = json.dumps({"language": "python", "code": "print(1)"}).encode()
+    headers = {"content-type": "application/json"}
+    # The old api pod may still drain: wait until the new one answers.
+    deadline = time.monotonic() + 60
+    refusal: dict[str, str] | None = None
+    while refusal is None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{base}/session", body, headers))
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                refusal = json.load(exc)
+        assert time.monotonic() < deadline, "POST without a token was not refused with 401"
+        time.sleep(1)
+    assert "Bearer" in refusal["detail"]
+    with urllib.request.urlopen(f"{base}/languages", timeout=30) as response:
+        assert response.status == 200  # stays open
+    # The helm test pod reads the token from the Secret and checks the 401 itself too.
+    result = run(helm, "test", release.name, "-n", release.namespace, "--timeout", "3m", "--logs")
+    assert re.search(r"Phase:\s+Succeeded", result.stdout), result.stdout
+    assert "without a token: 401" in result.stdout, result.stdout
+
+
 def test_uninstall_leaves_nothing_behind(helm: str, release: Release) -> None:
     run(helm, "uninstall", release.name, "-n", release.namespace, "--wait", "--timeout", "3m")
     selector = f"app.kubernetes.io/instance={release.name}"
@@ -179,7 +219,8 @@ def test_uninstall_leaves_nothing_behind(helm: str, release: Release) -> None:
     for namespace in (release.namespace, release.sandbox):
         left = kubectl(
             "-n", namespace, "get", "pods,services,deployments,roles,rolebindings,serviceaccounts,"
-            "configmaps,networkpolicies", "-l", selector, "-o", "name", check=False,
+            "configmaps,networkpolicies,secrets,resourcequotas", "-l", selector, "-o", "name",
+            check=False,
         )  # fmt: skip
         assert left.strip() == "", left
     # The warm pods go with their pools (owner references).
