@@ -11,7 +11,8 @@ compared with, measured under the same machine load.
 
 A watch of our own on the namespace's CodeSessions and pods timestamps the steps in
 between (the api sees the same events through its own watches), so each run also
-yields a timeline: POST answered -> CodeSession seen -> Pod created (operator) ->
+yields a timeline: POST answered -> CodeSession seen -> client connected (spec.start,
+lazy start) -> Pod created (operator) ->
 scheduled -> container created -> running in the pod status -> attach open
 ("running" on the WebSocket) -> first output.
 """
@@ -50,6 +51,7 @@ HELLO = "print('Hello World')"
 STEPS = [
     ("posted", "POST answered (CodeSession created)"),
     ("cs_seen", "CodeSession seen on a watch"),
+    ("connected", "spec.start seen (client connected: lazy start may begin)"),
     ("pod_added", "Pod created by the operator"),
     ("scheduled", "Pod bound to the node"),
     ("creating", "container status: waiting (ContainerCreating)"),
@@ -89,6 +91,8 @@ class Observer:
 
     def _on_session(self, obj: dict[str, Any]) -> None:
         self.mark(obj["metadata"]["name"], "cs_seen")
+        if (obj.get("spec") or {}).get("start"):
+            self.mark(obj["metadata"]["name"], "connected")
 
     def _on_pod(self, obj: dict[str, Any]) -> None:
         sid = names.session_id_from_pod_name(obj["metadata"]["name"])
