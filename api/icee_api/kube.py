@@ -413,11 +413,17 @@ class Cluster:
         patch = {"spec": {"start": {"at": stamp}}}
         path = codesessions_path(self.namespace, session_id)
         try:
-            await self.kube.call("PATCH", path, body=patch, content_type=MERGE_PATCH)
+            obj = await self.kube.call("PATCH", path, body=patch, content_type=MERGE_PATCH)
         except KubeError as exc:
             if exc.status == 422 and "immutable" in str(exc):
                 return  # already marked (by an earlier connection)
             raise KubeError(f"cannot mark the session connected: {exc}", exc.status) from exc
+        if not (obj.get("spec") or {}).get("start"):
+            # An older CRD prunes the unknown field silently: nothing would ever start.
+            raise KubeError(
+                "the CodeSession CRD has no spec.start (lazy start): "
+                "apply charts/icee/crds/codesession.yaml"
+            )
 
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         try:
