@@ -147,7 +147,9 @@ async def codesession_resumed(body: kopf.Body, retry: int, memo: kopf.Memo, **_:
 @kopf.on.update(
     *CODESESSIONS, field="spec.start", retries=HANDLER_RETRIES, backoff=RETRY_BACKOFF_SECONDS
 )
-async def client_connected(body: kopf.Body, new: Any, retry: int, memo: kopf.Memo, **_: Any) -> None:
+async def client_connected(
+    body: kopf.Body, new: Any, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
     # Lazy start: the api set spec.start when the session's client connected.
     if new and not status_of(body).is_final:
         ctx = context(memo)
