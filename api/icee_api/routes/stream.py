@@ -167,6 +167,7 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
             except KubeError as exc:
                 if exc.status == 404:
                     return CloseCode.NOT_FOUND, "no such session"
+                log.warning("session %s: cannot start it: %s", session_id, exc)
                 await _send_quietly(client, messages.error(str(exc)))
                 return CloseCode.TRY_AGAIN_LATER, "kubernetes unavailable"
         return await stream.run(opening)
