@@ -345,7 +345,7 @@ def test_no_pod_until_the_client_connects(operator: Operator) -> None:
     assert wait_phase(operator, session_id, ("Running",))["podName"] == names.pod_name(session_id)
     attached = attach(operator, session_id, b"lazy\n")
     out, _ = attached.communicate(timeout=60)
-    assert out == b"yzal\n"
+    assert program_stdout(out) == b"yzal\n"
     final = wait_phase(operator, session_id, FINAL)
     assert (final["phase"], final["reason"]) == ("Finished", "Completed")
     # spec.start is set once: a change is refused by the CRD.
