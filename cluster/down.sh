@@ -37,6 +37,12 @@ rm -f "$ICEE_RUN"/*.pid
 # runc state of the runc shim's containers (its default root); runsc's state
 # is under $ICEE_RUN, removed below.
 rm -rf /run/containerd/runc/k8s.io
+# The shims' sockets live in /run/containerd/s whatever containerd's state
+# directory; the shims killed above leave theirs. Remove those nobody listens on.
+listening="$(ss -xlH 2>/dev/null | awk '{print $5}')"
+for s in /run/containerd/s/*; do
+  [[ -S "$s" ]] && ! grep -qxF "$s" <<<"$listening" && rm -f "$s"
+done
 
 # 3. Mounts under our state and run directories (volumes, rootfs, netns, shm),
 # deepest first; lazily, since a dying process may still hold one.
