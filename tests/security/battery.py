@@ -315,6 +315,7 @@ async def cross_session(api: ApiServer, marker: str) -> tuple[Run, Run]:
     try:
         victim.session_id = await api.create(code)
         async with api.connect(victim.session_id) as s:
+            victim.transcript = s.transcript
             await s.until_stdout("VICTIM ", within=120)
             intruder = await run_attack(
                 api,

@@ -483,13 +483,20 @@ out("RESULT", found=found, marker_seen=any(MARKER in n for v in found.values() f
 """
 
 VICTIM_BODY = """
+import select
 out("VICTIM", pid=os.getpid(), marker=MARKER)
-for line in sys.stdin:
-    if line.strip() == "bye":
+while True:
+    # A beat every few seconds keeps the session from its idle timeout while it waits.
+    if not select.select([sys.stdin], [], [], 5)[0]:
+        out("BEAT")
+        continue
+    line = sys.stdin.readline()
+    if not line or line.strip() == "bye":
         break
     out("ECHO", line=line.strip())
 out("RESULT", alive=True)
 """
+
 
 INTRUDER_BODY = """
 def parent(pid):
