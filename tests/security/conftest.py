@@ -126,7 +126,15 @@ def sandbox(runtime: str, kubeconfig: str, helm: str, process_logs: Path) -> Ite
     api_process = it.start_process(
         "api",
         [str(it.BIN / "icee-api")],
-        {"ICEE_NAMESPACE": namespace, "ICEE_PORT": str(port), "ICEE_HOST": "127.0.0.1"},
+        {
+            "ICEE_NAMESPACE": namespace,
+            "ICEE_PORT": str(port),
+            "ICEE_HOST": "127.0.0.1",
+            # The battery is one client with ~50 sessions in two minutes; quotas are
+            # tested elsewhere.
+            "ICEE_CLIENT_BURST": "1000",
+            "ICEE_CLIENT_RATE_PER_SECOND": "100",
+        },
         process_logs,
     )
     api = it.ApiServer(api_process, port, namespace)
