@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import time
 
 import httpx
@@ -31,6 +32,7 @@ from _common import (
 )
 from _common import percentile as pct
 from icee_core import names
+from pod_start import kubectl as pod_kubectl
 from pod_start import one as bare_pod
 from websockets.asyncio.client import connect
 
@@ -85,16 +87,7 @@ def pool(namespace: str, replicas: int) -> None:
         "metadata": {"name": "python", "namespace": namespace},
         "spec": {"language": "python", "replicas": replicas},
     }
-    kubectl_stdin(json.dumps(body))
-
-
-def kubectl_stdin(text: str) -> None:
-    import subprocess
-
-    from pod_start import KUBECTL
-
-    subprocess.run([KUBECTL, "apply", "-f", "-"], input=text, text=True, check=True,
-                   capture_output=True)  # fmt: skip
+    pod_kubectl("apply", "-f", "-", stdin=json.dumps(body))
 
 
 async def bench(namespace: str, base: str, runs: int) -> None:
@@ -113,6 +106,8 @@ async def bench(namespace: str, base: str, runs: int) -> None:
             claimed_at = time.perf_counter() - warm[-1]
             await wait_ready(namespace, 1)
             refill.append(time.perf_counter() - claimed_at)
+        report("warm python: POST -> first stdout byte", warm)
+        report("pool refill: POST (claim) -> a ready warm pod again", refill)
         pool(namespace, 0)
         for _ in range(600):
             if not await asyncio.to_thread(ready_warm, namespace):
@@ -121,7 +116,11 @@ async def bench(namespace: str, base: str, runs: int) -> None:
         await asyncio.sleep(2)
         for _ in range(runs):
             cold.append(await first_byte(http, base))
-            bare.append(await asyncio.to_thread(bare_pod, "default", "gvisor"))
+            try:
+                bare.append(await asyncio.to_thread(bare_pod, "default", "gvisor"))
+            except subprocess.CalledProcessError as error:
+                print(f"bare pod run failed (left out): {error}")
+    print("--- side by side ---")
     report("warm python: POST -> first stdout byte", warm)
     report("cold python: POST -> first stdout byte", cold)
     report("bare gVisor pod (kubectl): create -> first line", bare)
