@@ -404,13 +404,18 @@ class Cluster:
                 raise QuotaExceeded(str(exc), exc.status) from exc
             raise KubeError(f"cannot create the CodeSession: {exc}", exc.status) from exc
 
-    async def mark_connected(self, session_id: str, at: datetime) -> None:
+    async def mark_connected(
+        self, session_id: str, at: datetime, pod_name: str | None = None
+    ) -> None:
         """Set ``spec.start``: the client connected, the operator may start the sandbox.
 
-        Set once (a CRD rule refuses a change): a second call is a no-op.
+        ``pod_name``: the warm pod claimed for the session, which the operator adopts
+        instead of creating one. Set once (a CRD rule refuses a change): a second
+        call is a no-op (a pod claimed by it is deleted by its pool, never used).
         """
         stamp = at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        patch = {"spec": {"start": {"at": stamp}}}
+        start = {"at": stamp} | ({"podName": pod_name} if pod_name else {})
+        patch = {"spec": {"start": start}}
         path = codesessions_path(self.namespace, session_id)
         try:
             obj = await self.kube.call("PATCH", path, body=patch, content_type=MERGE_PATCH)
@@ -418,7 +423,13 @@ class Cluster:
             if exc.status == 422 and "immutable" in str(exc):
                 return  # already marked (by an earlier connection)
             raise KubeError(f"cannot mark the session connected: {exc}", exc.status) from exc
-        if not (obj.get("spec") or {}).get("start"):
+        written = (obj.get("spec") or {}).get("start") or {}
+        if pod_name and written.get("podName") != pod_name:
+            raise KubeError(
+                "the CodeSession CRD has no spec.start.podName (warm pools): "
+                "apply charts/icee/crds/codesession.yaml"
+            )
+        if not written:
             # An older CRD prunes the unknown field silently: nothing would ever start.
             raise KubeError(
                 "the CodeSession CRD has no spec.start (lazy start): "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -18,7 +18,6 @@ from icee_core.models import (
     Limits,
     Phase,
     Reason,
-    Start,
     Timeouts,
     WireModel,
     clamp_spec,
@@ -216,12 +215,6 @@ async def create_session(
     session_id = names.new_session_id()
     counts = services.admission.counts
     counts.reserve(session_id, client.label)
-    # A warm pod of the language if one fits (issue 12); the operator adopts it.
-    pools = services.watches.warm
-    warm = await pools.claim(session_id, spec.language, spec.limits) if pools else None
-    if warm is not None:
-        spec = spec.model_copy(update={"start": Start(at=datetime.now(UTC), pod_name=warm)})
-    services.metrics.session_starts.labels("warm" if warm else "cold").inc()
     try:
         await services.cluster.create_session(session_id, spec, client.label)
     except QuotaExceeded:

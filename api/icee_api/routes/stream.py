@@ -136,6 +136,7 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
         return CloseCode.NOT_FOUND, "no such session"
     opening = Opening.of(obj, services.languages)
     claimed = claimed_pod(obj)
+    language = str((obj.get("spec") or {}).get("language") or "")
     connected = bool((obj.get("spec") or {}).get("start"))
     del obj  # a few KiB (managedFields, code) per idle client otherwise
     stream = SessionStream(
@@ -161,9 +162,15 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
     client.on_stalled = stalled
     try:
         if not connected and opening.outcome is None:
-            # Lazy start: the client is here, now the session gets its sandbox.
+            # Lazy start: the client is here, now the session gets its sandbox: a
+            # warm pod if one fits (issue 12; the operator adopts it), else a cold one.
+            pools = services.watches.warm
+            claimed = await pools.claim(session_id, language, opening.limits) if pools else None
+            services.metrics.session_starts.labels("warm" if claimed else "cold").inc()
+            if claimed is not None:
+                services.cluster.claimed_pods[session_id] = claimed
             try:
-                await services.cluster.mark_connected(session_id, datetime.now(UTC))
+                await services.cluster.mark_connected(session_id, datetime.now(UTC), claimed)
             except KubeError as exc:
                 if exc.status == 404:
                     return CloseCode.NOT_FOUND, "no such session"
