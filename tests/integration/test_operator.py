@@ -576,8 +576,8 @@ def test_a_refused_final_status_write_is_repaired(long_retention_operator: Opera
     policy = _refuse_final_status(operator.namespace, session_id)
     try:
         _until(lambda: _final_status_refused(operator.namespace, session_id), 30)
-        stdout, _ = attach(operator, session_id, b"done\n").communicate(timeout=60)
-        assert stdout == b"done\n"
+        raw, _ = attach(operator, session_id, b"done\n").communicate(timeout=60)
+        assert program_stdout(raw) == b"done\n"
         _until(lambda: _container_terminated(operator.namespace, session_id), 30)
         time.sleep(3)  # the operator saw the pod's end and could not write it
         assert status(operator, session_id)["phase"] == "Running"
@@ -595,8 +595,9 @@ def test_the_execution_deadline_ends_the_session_on_time(operator: Operator) -> 
     session_id = create(
         operator, "import time\ntime.sleep(300)", timeouts={"executionSeconds": seconds}
     )
-    attach(operator, session_id)
+    attached = attach(operator, session_id)
     final = wait_phase(operator, session_id, FINAL, timeout=60)
+    attached.communicate(timeout=30)
     assert (final["phase"], final["reason"]) == ("Terminated", "TimeLimitExceeded")
     ran = datetime.fromisoformat(final["finishedAt"]) - datetime.fromisoformat(final["startedAt"])
     # The operator's own timer, not the kubelet's sync: within a few seconds of the time.

@@ -14,6 +14,7 @@ import asyncio
 import json
 import subprocess
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -287,9 +288,15 @@ async def test_replay_keeps_stdout_and_stderr_apart(api: ApiServer) -> None:
         ]
     )
     request = rp.request(build_request(spec, load_registry().get("python")))
+    # Lazy start: mark the client connected, as the api does when a WebSocket comes.
+    start = {"spec": {"start": {"at": datetime.now(UTC).isoformat().replace("+00:00", "Z")}}}
+    kubectl("patch", "codesession", session_id, "-n", api.namespace, "--type=merge",
+            "-p", json.dumps(start))  # fmt: skip
     pod = names.pod_name(session_id)
     for _ in range(120):
-        phase = kubectl("get", "pod", pod, "-n", api.namespace, "-o", "jsonpath={.status.phase}")
+        phase = kubectl(
+            "get", "pod", pod, "-n", api.namespace, "-o", "jsonpath={.status.phase}", check=False
+        )
         if phase == "Running":
             break
         await asyncio.sleep(0.5)
