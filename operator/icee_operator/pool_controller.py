@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from icee_core import names
 from icee_core.languages import LanguageRegistry
 from pydantic import ValidationError
 
@@ -28,6 +29,8 @@ from icee_operator.pool_kube import PoolKube
 from icee_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
+
+KOPF_FINALIZER = f"{names.GROUP}/operator"
 
 
 @dataclass
@@ -45,7 +48,13 @@ class PoolContext:
 async def keep(ctx: PoolContext, name: str) -> None:
     """One level-triggered pass over pool `name`."""
     body = await ctx.kube.get_pool(name)
-    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+    if body is None:
+        return
+    finalizers = (body.get("metadata") or {}).get("finalizers") or []
+    if KOPF_FINALIZER in finalizers:
+        # An earlier version's kopf daemon added it; it would block the pool's deletion.
+        await ctx.kube.set_finalizers(name, [f for f in finalizers if f != KOPF_FINALIZER])
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
         return  # its pods go with it (owner references)
     try:
         spec = PoolSpec.model_validate(body.get("spec") or {})

@@ -1,9 +1,14 @@
-"""kopf handlers of warm pools: a daemon per SandboxPool, woken by its pods' events.
+"""kopf handlers of warm pools: one loop keeps every SandboxPool, woken by events.
 
-- SandboxPool exists            -> its daemon keeps it at its size (`pool_controller.keep`)
-                                   every POOL_INTERVAL_SECONDS, and at once when woken
-- SandboxPool changed (scale)   -> its daemon wakes
-- a pool's Pod changed or gone  -> its daemon wakes (a claim starts the refill at once)
+- operator running               -> `run_pools` keeps each pool at its size
+                                    (`pool_controller.keep`) every POOL_INTERVAL_SECONDS
+                                    and at once when woken
+- SandboxPool changed (scale)    -> wake
+- a pool's Pod changed or gone   -> wake (a claim starts the refill at once)
+
+A plain task rather than a kopf daemon or timer per pool: those put a finalizer
+on the pool, which would block its deletion (and `helm uninstall`, and the
+namespace's) whenever the operator is gone first.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from icee_operator.pool_kube import PoolKube
 from icee_operator.settings import OperatorSettings
 
 SANDBOXPOOLS = (names.GROUP, names.VERSION, names.POOL_PLURAL)
-# How often each pool is looked at even without events (max age, missed events).
+# How often every pool is looked at even without events (max age, missed events).
 POOL_INTERVAL_SECONDS = 5.0
 
 logger = logging.getLogger(__name__)
@@ -43,11 +48,13 @@ async def pools_startup(memo: kopf.Memo, **_: Any) -> None:
     objects_log = logging.getLogger("kopf.objects")
     if _quiet_pool_events not in objects_log.filters:
         objects_log.addFilter(_quiet_pool_events)
-    memo["pools"] = PoolContext(
+    ctx = PoolContext(
         settings=config,
         languages=cast(LanguageRegistry, languages),
         kube=cast(PoolKube, await PoolKube.connect(config.namespace)),
     )
+    memo["pools"] = ctx
+    memo["pools_task"] = asyncio.create_task(run_pools(ctx), name="warm pools")
 
 
 def _quiet_pool_events(record: logging.LogRecord) -> bool:
@@ -59,35 +66,36 @@ def _quiet_pool_events(record: logging.LogRecord) -> bool:
 
 @kopf.on.cleanup()
 async def pools_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task = cast(asyncio.Task[None], memo["pools_task"])
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     await pool_context(memo).kube.close()
 
 
-@kopf.daemon(*SANDBOXPOOLS, backoff=1.0, cancellation_timeout=5)
-async def pool_kept(name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
-    ctx = pool_context(memo)
-    wakeup = ctx.wakeup(name)
-    try:
-        while not stopped:
-            wakeup.clear()
-            try:
-                await keep(ctx, name)
-            except Exception as error:  # the next pass tries again
-                logger.warning("pool %s: %r", name, error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), POOL_INTERVAL_SECONDS)
-    finally:
-        ctx.wakeups.pop(name, None)
+async def run_pools(ctx: PoolContext) -> None:
+    """Keep every pool, until cancelled; a failure is logged and tried again."""
+    wakeup = ctx.wakeup("")
+    while True:
+        wakeup.clear()
+        try:
+            for pool in await ctx.kube.list_pools():
+                name = pool["metadata"]["name"]
+                try:
+                    await keep(ctx, name)
+                except Exception as error:  # the next pass tries again
+                    logger.warning("pool %s: %r", name, error)
+        except Exception as error:
+            logger.warning("warm pools: %r", error)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), POOL_INTERVAL_SECONDS)
 
 
 @kopf.on.event(*SANDBOXPOOLS)
-async def pool_changed(name: str, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-    if type != "DELETED" and name in pool_context(memo).wakeups:
-        pool_context(memo).wakeup(name).set()
+async def pool_changed(memo: kopf.Memo, **_: Any) -> None:
+    pool_context(memo).wakeup("").set()
 
 
 @kopf.on.event("", "v1", "pods", labels={names.LABEL_POOL: kopf.PRESENT})
-async def pool_pod_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    pool = labels.get(names.LABEL_POOL)
-    ctx = pool_context(memo)
-    if pool and pool in ctx.wakeups:
-        ctx.wakeup(pool).set()
+async def pool_pod_changed(memo: kopf.Memo, **_: Any) -> None:
+    pool_context(memo).wakeup("").set()

@@ -23,6 +23,27 @@ class PoolKube(Kube):
             raise
         return cast(dict[str, Any], found)
 
+    async def list_pools(self) -> list[dict[str, Any]]:
+        listed = await self._custom.list_namespaced_custom_object(
+            names.GROUP, names.VERSION, self.namespace, names.POOL_PLURAL
+        )
+        return cast(list[dict[str, Any]], listed.get("items") or [])
+
+    async def set_finalizers(self, name: str, finalizers: list[str]) -> None:
+        try:
+            await self._custom.patch_namespaced_custom_object(
+                names.GROUP,
+                names.VERSION,
+                self.namespace,
+                names.POOL_PLURAL,
+                name,
+                {"metadata": {"finalizers": finalizers or None}},
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
     async def patch_pool_status(self, name: str, status: Mapping[str, Any]) -> None:
         try:
             await self._custom.patch_namespaced_custom_object_status(

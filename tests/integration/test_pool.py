@@ -105,6 +105,9 @@ def stack(kubeconfig: str, process_logs: Path) -> Iterator[PoolStack]:
         yield s
     finally:
         s.api.process.stop()
+        # While the operator still runs (kopf's finalizers on CodeSessions).
+        kubectl("delete", "codesessions,sandboxpools", "--all", "-n", namespace,
+                "--timeout=60s", check=False)  # fmt: skip
         s.operator.stop()
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
@@ -122,6 +125,8 @@ def test_pool_reaches_its_size_and_kubectl_shows_it(stack: PoolStack) -> None:
         assert container["command"] == [names.RUNNER_PATH]
         assert container["securityContext"]["runAsNonRoot"] is True
         assert pod["spec"].get("automountServiceAccountToken") is False
+    # No finalizer: deleting a pool (or uninstalling) never waits for the operator.
+    assert not stack.pool("python")["metadata"].get("finalizers")
     table = stack.kubectl("get", "sandboxpools")
     header, row = table.splitlines()[0].split(), table.splitlines()[1].split()
     assert header[:5] == ["NAME", "LANGUAGE", "DESIRED", "READY", "IN-USE"]
