@@ -55,7 +55,7 @@ test: venv ui        ## everything: lint, unit, integration and end-to-end tests
 
 bench: venv         ## benchmarks on the local cluster: figures, not pass/fail
 	$(PY) bench/pod_start.py --runs 10
-	@for b in bench/start_latency.py bench/exit_to_final.py bench/echo_rtt.py bench/idle_ws_memory.py bench/languages.py bench/runner.py; do \
+	@for b in bench/start_latency.py bench/warm_start.py bench/exit_to_final.py bench/echo_rtt.py bench/idle_ws_memory.py bench/languages.py bench/runner.py; do \
 	  if [ -f $$b ]; then echo "== $$b"; $(PY) $$b || exit 1; fi; done
 
 ui:                 ## build the browser UI bundle into ui/dist
