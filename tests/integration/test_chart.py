@@ -173,7 +173,8 @@ def test_helm_test_runs_a_session(helm: str, release: Release) -> None:
 def test_sandbox_namespace_has_the_quota(release: Release) -> None:
     quota = json.loads(kubectl("-n", release.sandbox, "get", "resourcequotas", "-o", "json"))
     hard = [q["spec"]["hard"] for q in quota["items"]]
-    assert hard == [{"pods": "100", "count/codesessions.icee.dev": "2000"}], hard
+    # (The API server writes 2000 back as "2k".)
+    assert hard == [{"pods": "100", "count/codesessions.icee.dev": "2k"}], hard
 
 
 HELM_TEST_TOKEN = "helm-test-token-" + uuid.uuid4().hex
@@ -203,10 +204,10 @@ def test_tokens_on_refuse_anonymous_calls_and_helm_test_passes(helm: str, releas
     assert "Bearer" in refusal["detail"]
     with urllib.request.urlopen(f"{base}/languages", timeout=30) as response:
         assert response.status == 200  # stays open
-    # The helm test pod reads the token from the Secret and checks the 401 itself too.
-    result = run(helm, "test", release.name, "-n", release.namespace, "--timeout", "3m", "--logs")
+    # The helm test pod reads the token from the Secret, checks that a POST without
+    # it gets 401 (it exits non-zero otherwise) and runs a session with it.
+    result = run(helm, "test", release.name, "-n", release.namespace, "--timeout", "3m")
     assert re.search(r"Phase:\s+Succeeded", result.stdout), result.stdout
-    assert "without a token: 401" in result.stdout, result.stdout
 
 
 def test_uninstall_leaves_nothing_behind(helm: str, release: Release) -> None:
