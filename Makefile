@@ -48,8 +48,13 @@ test: venv ui        ## everything: lint, unit, integration and end-to-end tests
 	# After the cluster scripts installed musl-tools: the tests run the runner the images ship.
 	$(MAKE) runner
 	$(VENV)/bin/pytest tests/unit tests/integration -q
-	# Apart: sync Playwright and pytest-asyncio do not share a process well.
-	ICEE_API_URL=http://127.0.0.1:30080/ $(VENV)/bin/pytest tests/e2e -q
+	# Apart: sync Playwright and pytest-asyncio do not share a process well. The
+	# browser tests and the attack battery (its own namespaces) run side by side.
+	@mkdir -p artifacts; ICEE_API_URL=http://127.0.0.1:30080/ $(VENV)/bin/pytest tests/e2e -q \
+	  >artifacts/e2e.log 2>&1 & e2e=$$!; \
+	$(VENV)/bin/pytest tests/security -q; sec=$$?; \
+	wait $$e2e; ui=$$?; echo "== tests/e2e"; cat artifacts/e2e.log; \
+	test $$sec -eq 0 && test $$ui -eq 0
 	# Last: these kill and rebuild the cluster.
 	$(VENV)/bin/pytest tests/lifecycle -q
 
