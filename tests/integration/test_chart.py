@@ -142,6 +142,12 @@ def test_interactive_session_through_the_in_cluster_api(release: Release) -> Non
     assert stdout == "name? age? Ada is 36\n"
     assert final is not None
     assert (final["state"], final["exitCode"]) == ("finished", 0)
+    # The final frame comes from the runner at once; the operator's authoritative
+    # status follows from the pod (watched, not polled).
+    kubectl(
+        "-n", release.sandbox, "wait", f"codesession/{session_id}",
+        "--for=jsonpath={.status.phase}=Finished", "--timeout=60s",
+    )  # fmt: skip
     listed = kubectl("-n", release.sandbox, "get", "codesessions")
     row = next(line for line in listed.splitlines() if line.startswith(session_id))
     assert "python" in row
