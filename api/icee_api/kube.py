@@ -16,6 +16,7 @@ Errors, all from one place (:class:`KubeError`)::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
@@ -39,6 +40,7 @@ MERGE_PATCH = "application/merge-patch+json"
 # A watch event is one JSON line; etcd caps an object at 1.5 MiB, escaping may double it.
 MAX_WATCH_LINE = 8 << 20
 _CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+_TLS_CLOSE_SECONDS = 0.25
 
 
 class KubeError(RuntimeError):
@@ -226,6 +228,10 @@ class KubeClient:
         if self._http is not None:
             await self._http.close()
             self._http = None
+            # aiohttp closes TLS transports asynchronously (the close_notify exchange):
+            # give them the loop turns they need, or their sockets outlive the loop and
+            # leak (aiohttp's documented graceful-shutdown pause).
+            await asyncio.sleep(_TLS_CLOSE_SECONDS)
 
     def headers(self, content_type: str | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
