@@ -24,12 +24,13 @@ images:             ## build the sandbox images into the cache
 runner:             ## build the in-sandbox runner (runner/build/icee-runner; the tests run it)
 	$(MAKE) -C runner
 
-venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q -U pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
-	touch $@
+# The venv lives in the cache, shared by checkouts: its editable install must point
+# at this one (the stamp names the checkout and the dependencies it was made for).
+VENV_FOR := $(CURDIR) $(shell sha256sum pyproject.toml | cut -c1-16)
+venv:
+	@if [ "$$(cat $(VENV)/.installed 2>/dev/null)" != "$(VENV_FOR)" ]; then \
+	  set -e; python3 -m venv $(VENV); $(VENV)/bin/pip install -q -U pip; \
+	  $(VENV)/bin/pip install -q -e '.[dev]'; echo "$(VENV_FOR)" > $(VENV)/.installed; fi
 
 lint: venv          ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -22,6 +22,14 @@ log "installing the chart (release icee, namespace $ICEE_RELEASE_NAMESPACE)"
   --set sandbox.imagePullPolicy=Never \
   --set api.service.type=NodePort --set api.service.nodePort="$ICEE_NODE_PORT" \
   --wait --timeout 5m >/dev/null
+# Until the quota controller has counted the sandbox namespace's ResourceQuota, the
+# apiserver refuses every CodeSession ("status unknown for quota"): wait for it.
+uncounted() {
+  kc -n "$ICEE_SANDBOX_NAMESPACE" get resourcequota \
+    -o go-template='{{range .items}}{{if not .status}}x{{else if not .status.hard}}x{{end}}{{end}}'
+}
+for _ in $(seq 240); do [ -z "$(uncounted)" ] && break; sleep 0.5; done
+[ -z "$(uncounted)" ] || log "warning: the sandbox ResourceQuota is still not counted"
 log "icee is up in $((SECONDS - t0)) s"
 echo "icee UI and API: http://127.0.0.1:$ICEE_NODE_PORT/"
 echo "kubectl: KUBECONFIG=$ICEE_STATE/kubeconfig cluster/kubectl -n $ICEE_SANDBOX_NAMESPACE get codesessions"

@@ -134,6 +134,7 @@ static struct {
     int go;                    /* G seen */
     int in_eof;                /* our stdin ended */
     int eof_pending;           /* E seen: end the program's input after the queue */
+    int stopped;               /* a signal from outside (the container's stop) was forwarded */
 
     /* the current stage */
     enum stage_kind stage;
@@ -897,7 +898,10 @@ static void handle_signals(void) {
         }
         for (size_t i = 0; i < (size_t)r / sizeof si[0]; i++) {
             int sig = (int)si[i].ssi_signo;
-            if (sig != SIGCHLD && st.stage != STAGE_NONE && !st.exited) kill_stage(sig); /* forward, like tini */
+            if (sig != SIGCHLD && st.stage != STAGE_NONE && !st.exited) {
+                st.stopped = 1; /* whoever stops the container names the outcome, not us */
+                kill_stage(sig); /* forward, like tini */
+            }
         }
         if ((size_t)r < sizeof si) break;
     }
@@ -1081,14 +1085,16 @@ int main(int argc, char **argv) {
         }
         int code = end_stage();
         if (code != 0) {
-            emitf('q', "result=compile-error");
+            emitf('q', st.stopped ? "result=stopped" : "result=compile-error");
             return code < 0 ? EXIT_RUNNER : code;
         }
     }
     start_stage(STAGE_RUN);
     run_stage();
     int code = end_stage();
-    const char *result = code == 0 ? "completed" : WIFSIGNALED(st.status) ? "signaled" : "error";
+    const char *result = st.stopped ? "stopped"
+                         : code == 0 ? "completed"
+                         : WIFSIGNALED(st.status) ? "signaled" : "error";
     emitf('q', "result=%s", result);
     return code < 0 ? EXIT_RUNNER : code;
 }

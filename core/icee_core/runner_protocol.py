@@ -52,6 +52,9 @@ class Result(StrEnum):
     COMPILE_ERROR = "compile-error"
     SIGNALED = "signaled"
     SETUP_FAILED = "setup-failed"
+    # A signal from outside the sandbox (the container being stopped) was forwarded:
+    # whoever stopped it (the operator's deadline, a deletion) names the outcome.
+    STOPPED = "stopped"
 
 
 _E = TypeVar("_E", bound=StrEnum)

@@ -373,6 +373,15 @@ def test_tty_resize(page: Page, screenshots: Path) -> None:
     expect_terminal(page, f"started at {cols}x{rows}")
     expect_state(page, "waiting", timeout=10_000)
     page.set_viewport_size({"width": 1000, "height": 640})
+    # xterm refits from a ResizeObserver, after the next layout: wait for that.
+    page.wait_for_function(
+        """([cols, rows]) => {
+            const pane = document.querySelector("[data-testid=terminal]");
+            return pane.dataset.cols !== String(cols) || pane.dataset.rows !== String(rows);
+        }""",
+        arg=[cols, rows],
+        timeout=5_000,
+    )
     new_cols, new_rows = terminal_size(page)
     assert (new_cols, new_rows) != (cols, rows)
     expect_terminal(page, f"resized to {new_cols}x{new_rows}", timeout=10_000)

@@ -253,6 +253,16 @@ async def test_a_sigkill_is_left_to_the_operator() -> None:
     assert h.bridge.outcome is None
 
 
+async def test_a_stop_from_outside_is_left_to_the_operator_even_before_its_status() -> None:
+    # The deadline's SIGTERM reaches the runner before the status reaches our watch.
+    h = Harness()
+    run = h.start()
+    h.attach.emit(Channel.STDOUT, x_frame("run", -1, signal=15))
+    h.attach.event("q", "result=stopped")
+    await run
+    assert h.bridge.outcome is None
+
+
 async def test_setup_failure_is_left_to_the_operator() -> None:
     h = Harness()
     run = h.start()

@@ -257,6 +257,23 @@ def test_sigterm_to_the_runner_is_forwarded(ws: Path) -> None:
     r.proc.send_signal(signal.SIGTERM)
     assert r.finish() == 128 + signal.SIGTERM
     assert r.last("x").fields()["signal"] == str(int(signal.SIGTERM))
+    # Stopped from outside (a deadline, a deletion): the stopper names the outcome.
+    assert r.last("q").payload == b"result=stopped"
+
+
+def test_a_program_that_exits_cleanly_on_sigterm_is_still_stopped(ws: Path) -> None:
+    handler = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    r = run_py(ws, handler)
+    r.wait_output(b"ready")
+    r.proc.send_signal(signal.SIGTERM)
+    assert r.finish() == 0
+    assert r.last("x").fields()["exit"] == "0"
+    assert r.last("q").payload == b"result=stopped"
 
 
 # ---------- usage ----------
