@@ -103,7 +103,7 @@ static void close_fd(int *fd) {
 
 /* Parse a decimal in [lo, hi] that fills [s, s+n) exactly. */
 static int parse_uint(const char *s, size_t n, long lo, long hi, long *out) {
-    if (n == 0 || n > 9) return -1;
+    if (n == 0 || n > 10) return -1;
     long v = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9') return -1;
@@ -123,6 +123,8 @@ static struct {
     int tty;                   /* T frame seen */
     long cols, rows;
     long pids;                 /* 0: no RLIMIT_NPROC */
+    long output_cap;           /* o/e payload bytes relayed at most (0: no cap) */
+    long relayed;              /* o/e payload bytes relayed so far */
     int master, replica;       /* tty mode */
     char replica_path[32];
     char compile_cmd[MAX_CMD + 1];
@@ -518,10 +520,16 @@ static void frame_end(void) {
         st.run_len = plen;
         st.have_run = 1;
         break;
-    case 'L':
-        if (plen < 6 || memcmp(small, "pids=", 5) != 0 || parse_uint(small + 5, plen - 5, 2, 1000000, &st.pids) != 0)
-            protocol_error("bad L payload (want pids=<2..1000000>)");
+    case 'L': {
+        /* "pids=<n>" or "pids=<n> output=<bytes>" */
+        const char *sp = memchr(small, ' ', plen);
+        size_t a = sp ? (size_t)(sp - small) : plen;
+        if (a < 6 || memcmp(small, "pids=", 5) != 0 || parse_uint(small + 5, a - 5, 2, 1000000, &st.pids) != 0 ||
+            (sp && (plen - a - 1 < 8 || memcmp(sp + 1, "output=", 7) != 0 ||
+                    parse_uint(sp + 8, plen - a - 8, 1, 2000000000, &st.output_cap) != 0)))
+            protocol_error("bad L payload (want pids=<2..1000000> [output=<1..2000000000>])");
         break;
+    }
     case 'T':
         if (parse_size(small, plen, &st.cols, &st.rows) != 0) protocol_error("bad T payload (want cols=<c> rows=<r>)");
         st.tty = 1;
@@ -882,7 +890,16 @@ static int relay_output(int *fd, char type) {
         if (st.waiting) set_running();
         st.activity = 1;
         st.last_read_ms = now_ms();
-        emit(type, obuf, (size_t)r);
+        /* Past the cap the api has ended the session: drain and drop, so the program
+           does not block and the node's container log stays near the limit. */
+        size_t n = (size_t)r;
+        if (st.output_cap) {
+            long room = st.output_cap - st.relayed;
+            if (room <= 0) return 1;
+            if ((long)n > room) n = (size_t)room;
+            st.relayed += (long)n;
+        }
+        emit(type, obuf, n);
         return 1;
     }
 }

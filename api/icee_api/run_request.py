@@ -30,4 +30,7 @@ def build_request(spec: CodeSessionSpec, language: Language) -> rp.RunRequest:
         # The runner counts itself among the session's tasks and needs room for one more.
         pids=max(spec.limits.pids, 2),
         tty=tty,
+        # One byte past the limit, so the api still sees it exceeded; the runner drops
+        # the rest rather than flood the node's container log.
+        output=spec.limits.output_bytes + 1,
     )

@@ -100,6 +100,7 @@ class RunRequest:
     pids: int
     compile: str | None = None
     tty: TerminalSize | None = None
+    output: int | None = None  # o/e payload bytes the runner relays at most
 
 
 def frame(kind: str, payload: bytes = b"") -> bytes:
@@ -123,7 +124,8 @@ def request(req: RunRequest) -> bytes:
     parts.append(frame("R", req.run.encode()))
     if req.pids < 1:
         raise ValueError("pids must be >= 1")
-    parts.append(frame("L", f"pids={req.pids}".encode()))
+    limits = f"pids={req.pids}" if req.output is None else f"pids={req.pids} output={req.output}"
+    parts.append(frame("L", limits.encode()))
     if req.tty is not None:
         parts.append(frame("T", req.tty.payload()))
     parts.append(frame("G"))

@@ -44,13 +44,17 @@ def request(
     compile_cmd: str | None = None,
     tty: tuple[int, int] | None = None,
     pids: int | None = None,
+    limits: bytes | None = None,
 ) -> bytes:
+    """The request frames; ``limits`` is the whole L payload (else ``pids=<pids>``)."""
     out = b"".join(file_frame(n, c) for n, c in files)
     if compile_cmd is not None:
         out += frame("C", compile_cmd.encode())
     out += frame("R", run.encode())
-    if pids is not None:
-        out += frame("L", b"pids=%d" % pids)
+    if limits is None and pids is not None:
+        limits = b"pids=%d" % pids
+    if limits is not None:
+        out += frame("L", limits)
     if tty is not None:
         out += frame("T", b"cols=%d rows=%d" % tty)
     return out + frame("G")

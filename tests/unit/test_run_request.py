@@ -57,6 +57,11 @@ def test_the_runner_always_has_room_for_the_program() -> None:
     assert build_request(spec, LANGUAGES.get("python")).pids == 2
 
 
+def test_the_runner_relays_one_byte_past_the_output_limit() -> None:
+    spec = CodeSessionSpec(language="python", code="1", limits=Limits(output_bytes=1000))
+    assert build_request(spec, LANGUAGES.get("python")).output == 1001
+
+
 def test_a_stream_opens_with_the_encoded_request() -> None:
     obj = {
         "spec": {"language": "python", "code": "print(1)", "tty": True, "cols": 90, "rows": 20},

@@ -425,6 +425,17 @@ def _tasks_of(uid: int) -> int:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged uid needs root")
+def test_output_past_the_cap_is_drained_and_dropped(ws: Path) -> None:
+    # 3 MB over both streams, 100 kB relayed; the program is never blocked by the cap.
+    flood = "head -c 1500000 /dev/zero | tr '\\0' o; head -c 1500000 /dev/zero | tr '\\0' e >&2"
+    req = request(flood, limits=b"pids=64 output=100000")
+    r = Runner.start(ws, req)
+    assert r.finish(timeout=30) == 0
+    relayed = sum(len(e.payload) for e in r.events if e.kind in "oe")
+    assert relayed == 100000
+    assert r.last("q").payload == b"result=completed"
+
+
 def test_pids_limit_counts_the_runner_and_stops_a_fork_bomb(shared_ws: Path) -> None:
     # RLIMIT_NPROC does not bind root: run as an unprivileged uid, as in the pod.
     already = _tasks_of(NOBODY)
@@ -498,6 +509,10 @@ MALFORMED = [
     b"R 65537\n",  # over the command limit
     b"rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr\n",
     b"R 4\ntrue\nL 8\npids=abc\nG 0\n\n",
+    b"R 4\ntrue\nL 15\npids=8 output=0\nG 0\n\n",
+    b"R 4\ntrue\nL 16\npids=8 output=1x\nG 0\n\n",
+    b"R 4\ntrue\nL 15\npids=8 outpux=5\nG 0\n\n",
+    b"R 4\ntrue\nL 7\npids=8 \nG 0\n\n",
     b"R 4\ntrue\nT 7\ncols=80\nG 0\n\n",
     b"R 4\ntrue\nG 0\n\nS 7\nSIGSTOP\n",
     b"R 4\ntrue\nG 0\n\nF 2\na\0\n",  # request frame after G

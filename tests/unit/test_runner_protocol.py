@@ -83,6 +83,11 @@ def test_request_without_compile_or_tty() -> None:
     assert rp.request(req) == b"F 3\na\0x\nR 1\nr\nL 6\npids=1\nG 0\n\n"
 
 
+def test_output_cap_goes_with_the_pids_limit() -> None:
+    req = RunRequest(files=(), run="r", pids=4, output=1048577)
+    assert b"L 21\npids=4 output=1048577\n" in rp.request(req)
+
+
 def test_control_frames() -> None:
     assert rp.eof() == b"E 0\n\n"
     assert rp.signal(rp.Signal.SIGINT) == b"S 6\nSIGINT\n"
