@@ -46,6 +46,10 @@ class Kube:
             await config.load_kube_config(client_configuration=configuration)
         return cls(client.ApiClient(configuration), namespace)
 
+    @property
+    def api_client(self) -> Any:
+        return self._api_client
+
     async def close(self) -> None:
         await self._api_client.close()
 

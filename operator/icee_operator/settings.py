@@ -53,14 +53,18 @@ class OperatorSettings(BaseSettings):
     # How long an ended CodeSession stays readable before the operator deletes it.
     retention_seconds: float = Field(default=300, ge=0)
 
-    # With more than one replica, the KopfPeering object (in the sandbox namespace)
-    # through which kopf keeps exactly one of them active; None: standalone.
-    peering: str | None = None
+    # With more than one replica, the Lease (in the sandbox namespace) whose holder
+    # is the one replica that acts (`leader`); None: act at once, alone.
+    leader_lease: str | None = None
+    # A standby takes over once the holder has not renewed for this long.
+    leader_lease_seconds: int = Field(default=15, ge=2)
+    leader_renew_seconds: float = Field(default=5.0, gt=0)
+    leader_retry_seconds: float = Field(default=2.0, gt=0)
 
     # kopf's liveness endpoint (/healthz); 0 disables it.
     health_port: int = Field(default=8080, ge=0, le=65535)
 
-    @field_validator("runtime_class_name", "peering", "sandbox_service_account")
+    @field_validator("runtime_class_name", "leader_lease", "sandbox_service_account")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
@@ -72,4 +76,6 @@ class OperatorSettings(BaseSettings):
                 "ICEE_RUNTIME_CLASS_NAME is empty: sandbox pods would run without gVisor;"
                 " for development only, set ICEE_ALLOW_NO_RUNTIME_CLASS=true"
             )
+        if self.leader_renew_seconds >= self.leader_lease_seconds:
+            raise ValueError("ICEE_LEADER_RENEW_SECONDS must be below ICEE_LEADER_LEASE_SECONDS")
         return self

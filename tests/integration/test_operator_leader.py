@@ -1,0 +1,141 @@
+"""Leader election between operator replicas on the real cluster: two operator
+processes share one Lease; only its holder keeps the warm pool, and the standby
+takes over when the leader is killed."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BIN, KUBECTL, REPO, Process, free_port, kubectl, start_process
+from icee_core import names
+
+pytestmark = pytest.mark.cluster
+
+POOL_CRD = REPO / "charts" / "icee" / "crds" / "sandboxpool.yaml"
+LEASE = "icee-operator"
+LEASE_SECONDS = 6
+STARTED = re.compile(r"pool python: \d+ warm pod\(s\) started")
+
+
+def wait_for(what: str, check: Callable[[], bool], within: float = 90) -> float:
+    """Seconds it took; fails after `within`."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < within, f"timed out waiting for {what}"
+        time.sleep(0.25)
+    return time.monotonic() - start
+
+
+class Replicas:
+    def __init__(self, namespace: str, logs: Path) -> None:
+        self.namespace = namespace
+        self.logs = logs
+
+    def start(self) -> Process:
+        env = {
+            "ICEE_NAMESPACE": self.namespace,
+            "ICEE_HEALTH_PORT": str(free_port()),
+            "ICEE_LEADER_LEASE": LEASE,
+            "ICEE_LEADER_LEASE_SECONDS": str(LEASE_SECONDS),
+            "ICEE_LEADER_RENEW_SECONDS": "2",
+            "ICEE_LEADER_RETRY_SECONDS": "1",
+        }
+        return start_process("operator", [str(BIN / "icee-operator")], env, self.logs)
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        return kubectl("-n", self.namespace, *args, check=check)
+
+    def holder(self) -> str:
+        return self.kubectl(
+            "get", "lease", LEASE, "-o", "jsonpath={.spec.holderIdentity}", check=False
+        ).strip()
+
+    def warm_pods(self) -> list[dict[str, Any]]:
+        out = self.kubectl("get", "pods", "-l", f"{names.LABEL_POOL}=python", "-o", "json")
+        return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+    def ready_warm_pods(self) -> list[dict[str, Any]]:
+        return [
+            p
+            for p in self.warm_pods()
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in (p.get("status") or {}).get("conditions") or []
+            )
+        ]
+
+
+def identity(process: Process) -> str:
+    """The identity a replica announced (holding or standing by)."""
+    found = re.search(r"leader: (\S+) (?:holds|standing by for) lease", process.log.read_text())
+    return found.group(1) if found else ""
+
+
+@pytest.fixture
+def replicas(kubeconfig: str, process_logs: Path) -> Iterator[Replicas]:
+    kubectl("apply", "-f", str(POOL_CRD))
+    kubectl("wait", "--for=condition=Established", "crd/sandboxpools.icee.dev")
+    namespace = f"icee-leader-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", namespace)
+    pool = {
+        "apiVersion": names.API_VERSION,
+        "kind": "SandboxPool",
+        "metadata": {"name": "python", "namespace": namespace},
+        "spec": {"language": "python", "replicas": 1},
+    }
+    subprocess.run([KUBECTL, "apply", "-f", "-"], input=json.dumps(pool), text=True, check=True)
+    try:
+        yield Replicas(namespace, process_logs)
+    finally:
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_only_the_lease_holder_keeps_the_pool_and_a_standby_takes_over(
+    replicas: Replicas,
+) -> None:
+    first, second = replicas.start(), replicas.start()
+    try:
+        wait_for("a lease holder", lambda: bool(replicas.holder()), within=60)
+        wait_for("both replicas announced", lambda: bool(identity(first) and identity(second)))
+        leader, standby = (
+            (first, second) if replicas.holder() == identity(first) else (second, first)
+        )
+        assert replicas.holder() == identity(leader)
+        wait_for("the pool's warm pod ready", lambda: len(replicas.ready_warm_pods()) == 1)
+        time.sleep(3)  # a second pool loop would have created pods of its own by now
+        assert len(replicas.warm_pods()) == 1
+        assert STARTED.search(leader.log.read_text()), leader.tail()
+        standby_log = standby.log.read_text()
+        assert "standing by" in standby_log
+        assert not STARTED.search(standby_log), standby.tail()
+        assert "Handler" not in standby_log  # kopf never ran there
+
+        # The leader dies without a word; its warm pod goes too, so the pool needs a refill.
+        leader.stop(signal.SIGKILL)
+        replicas.kubectl("delete", "pods", "-l", f"{names.LABEL_POOL}=python", "--wait=false")
+        took = wait_for(
+            "the standby to take the lease over",
+            lambda: replicas.holder() == identity(standby),
+            within=4 * LEASE_SECONDS,
+        )
+        print(f"takeover after the leader's kill: {took:.1f} s (lease {LEASE_SECONDS} s)")
+        # Within the lease duration of the holder's last renewal, plus the standby's retry.
+        assert took <= 2 * LEASE_SECONDS, f"took {took:.1f} s"
+        wait_for("the new leader's warm pod ready", lambda: len(replicas.ready_warm_pods()) == 1)
+        assert STARTED.search(standby.log.read_text()), standby.tail()
+
+        # A leader that is stopped hands over at once: it clears the holder.
+        assert standby.stop(signal.SIGTERM) == 0, standby.tail()
+        assert replicas.holder() == ""
+    finally:
+        first.stop()
+        second.stop()
