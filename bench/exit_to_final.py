@@ -30,9 +30,10 @@ from _common import (
     stop,
     ws_url,
 )
-from icee_api.kube import Cluster, KubeClient
-from icee_api.kubeconfig import load as load_kubeconfig
+from icee_api.session.cluster import Cluster
 from icee_core import names
+from icee_kube.client import KubeClient
+from icee_kube.kubeconfig import load as load_kubeconfig
 from websockets.asyncio.client import connect
 
 # The last thing the program does: print the time (a float, seconds) and exit.

@@ -40,9 +40,11 @@ from _common import (
     stop,
     ws_url,
 )
-from icee_api.kube import Cluster, ContainerState, KubeClient, container_state
-from icee_api.kubeconfig import load as load_kubeconfig
+from icee_api.session.cluster import Cluster
 from icee_core import names
+from icee_kube.client import KubeClient
+from icee_kube.kubeconfig import load as load_kubeconfig
+from icee_kube.pods import ContainerState, container_state
 from pod_start import one as bare_pod
 from websockets.asyncio.client import connect
 

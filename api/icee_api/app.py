@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from icee_core.languages import load_registry
 
-from icee_api.kube import Cluster
 from icee_api.routes import languages, probes, sessions, stream, ui
 from icee_api.services import Services
+from icee_api.session.cluster import Cluster
+from icee_api.session.watches import Watches
 from icee_api.settings import Settings
-from icee_api.watches import Watches
 
 log = logging.getLogger(__name__)
 

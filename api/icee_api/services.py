@@ -9,17 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from icee_core.languages import LanguageRegistry
+from icee_kube.attach import AttachBuffers
 
 from icee_api.admission import Admission, AdmissionLimits, SessionCounts
-from icee_api.attach import AttachBuffers
 from icee_api.auth import TokenStore
 from icee_api.clients import Network, parse_networks
-from icee_api.kube import Cluster
-from icee_api.live import LiveSessions
 from icee_api.metrics import Metrics
+from icee_api.session.cluster import Cluster
+from icee_api.session.live import LiveSessions
+from icee_api.session.streaming import StreamTimeouts
+from icee_api.session.watches import Watches
 from icee_api.settings import Settings
-from icee_api.streaming import StreamTimeouts
-from icee_api.watches import Watches
 
 
 class NotConnected(RuntimeError):

@@ -14,8 +14,8 @@ import os
 import sys
 import time
 
-from icee_api.kube import Cluster
-from icee_api.warm import WarmPods
+from icee_api.session.cluster import Cluster
+from icee_api.session.warm import WarmPods
 from icee_core.models import Limits
 
 

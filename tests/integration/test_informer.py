@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 from conftest import CRD, kubectl
-from icee_api.kube import Cluster
-from icee_api.watches import Watches
+from icee_api.session.cluster import Cluster
+from icee_api.session.watches import Watches
 from icee_core.models import CodeSessionSpec
 
 pytestmark = pytest.mark.cluster

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import KUBECTL, Process, free_port, kubectl, start_process
-from icee_api.run_request import build_request
+from icee_api.session.run_request import build_request
 from icee_core import names
 from icee_core import runner_protocol as rp
 from icee_core.languages import DEFAULT_LANGUAGES_FILE, load_registry

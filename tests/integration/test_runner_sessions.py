@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import KUBECTL, kubectl
-from icee_api.run_request import build_request
+from icee_api.session.run_request import build_request
 from icee_core import names
 from icee_core import runner_protocol as rp
 from icee_core.languages import load_registry

@@ -1,6 +1,6 @@
 """Program output is decoded as UTF-8 incrementally, across frame boundaries."""
 
-from icee_api.decoding import StreamDecoder
+from icee_api.session.decoding import StreamDecoder
 
 
 def test_multibyte_character_split_across_frames_survives() -> None:

@@ -17,21 +17,20 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from icee_api.attach import AttachBuffers, AttachRefused, open_attach
-from icee_api.channel import Channel, Frame
-from icee_api.kube import (
-    Cluster,
+from icee_api.session.cluster import Cluster, codesessions_path
+from icee_core.models import CodeSessionSpec
+from icee_kube.attach import AttachBuffers, AttachRefused, open_attach
+from icee_kube.channel import Channel, Frame
+from icee_kube.client import (
     KubeClient,
     KubeError,
     WatchExpired,
-    codesessions_path,
-    pods_path,
     status_message,
     watch_event,
     watch_query,
 )
-from icee_api.kubeconfig import KubeConfig, KubeConfigError, ssl_context
-from icee_core.models import CodeSessionSpec
+from icee_kube.kubeconfig import KubeConfig, KubeConfigError, ssl_context
+from icee_kube.paths import pods_path
 
 NS = "sandbox"
 SID = "0b8a0f8e-6f5e-4c4c-9d3a-0e1f2a3b4c5d"

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from icee_api.kubeconfig import (
+from icee_kube.kubeconfig import (
     KubeConfig,
     KubeConfigError,
     TokenSource,

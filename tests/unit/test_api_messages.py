@@ -1,8 +1,8 @@
 """Client message validation and server message shapes (the SPEC's WebSocket protocol)."""
 
 import pytest
-from icee_api import messages
-from icee_api.messages import (
+from icee_api.session import messages
+from icee_api.session.messages import (
     Eof,
     Input,
     MessageError,
@@ -11,7 +11,7 @@ from icee_api.messages import (
     Terminate,
     parse_client_message,
 )
-from icee_api.session import Outcome, State
+from icee_api.session.state import Outcome, State
 from icee_core.runner_protocol import Signal
 
 

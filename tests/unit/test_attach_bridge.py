@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from icee_api.attach import AttachClosed
-from icee_api.bridge import Bridge, BridgeEnd, ClientGone, StreamLimits
-from icee_api.channel import Channel, Frame
-from icee_api.session import Session, State
+from icee_api.session.bridge import Bridge, BridgeEnd, ClientGone, StreamLimits
+from icee_api.session.state import Session, State
 from icee_core import runner_protocol as rp
+from icee_kube.attach import AttachClosed
+from icee_kube.channel import Channel, Frame
 
 _END = object()
 

@@ -1,9 +1,10 @@
 """The Kubernetes channel protocol: frames, the v5 close signal, the error channel."""
 
 import pytest
-from icee_api import channel
-from icee_api.channel import Channel, ChannelProtocolError, Frame
-from icee_api.kube import ContainerState, attach_url, container_state
+from icee_kube import channel
+from icee_kube.attach import attach_url
+from icee_kube.channel import Channel, ChannelProtocolError, Frame
+from icee_kube.pods import ContainerState, container_state
 
 
 def test_stdin_frame_is_channel_byte_then_data() -> None:

@@ -4,8 +4,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from icee_api.informer import Backoff, Informer, supervise
-from icee_api.kube import UNDECODABLE, KubeError, WatchExpired, watch_event
+from icee_kube.client import UNDECODABLE, KubeError, WatchExpired, watch_event
+from icee_kube.informer import Backoff, Informer, supervise
 
 Obj = dict[str, Any]
 

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from icee_api.run_request import build_request
+from icee_api.session.run_request import build_request
 from icee_core.languages import (
     Language,
     LanguageConfigError,

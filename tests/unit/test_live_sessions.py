@@ -2,7 +2,7 @@
 
 import asyncio
 
-from icee_api.live import LiveSessions
+from icee_api.session.live import LiveSessions
 
 
 class Stream:

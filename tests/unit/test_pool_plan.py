@@ -178,7 +178,7 @@ def test_plan_deletes_a_claim_nobody_adopted() -> None:
 
 
 def warm_candidate(name: str, **fields: Any) -> Any:
-    from icee_api.warm import WarmCandidate
+    from icee_api.session.warm import WarmCandidate
 
     values: dict[str, Any] = {
         "pool": "python",
@@ -194,7 +194,7 @@ def warm_candidate(name: str, **fields: Any) -> Any:
 
 
 def test_pick_only_ready_unclaimed_current_template_pods_that_fit() -> None:
-    from icee_api.warm import PoolTemplate, pick
+    from icee_api.session.warm import PoolTemplate, pick
 
     templates = {"python": PoolTemplate("python", "h1")}
     good = warm_candidate("good")
@@ -214,7 +214,7 @@ def test_pick_only_ready_unclaimed_current_template_pods_that_fit() -> None:
 
 
 def test_the_api_keys_a_claimed_warm_pod_by_its_session() -> None:
-    from icee_api.watches import _pod_session
+    from icee_api.session.watches import _pod_session
 
     session = "0b7c1f8e-3c1d-4e6a-9b2f-5d8e7a6c4b3a"
     warm = {"metadata": {"name": "warm-python-1", "labels": {names.LABEL_POOL: "python"}}}

@@ -1,7 +1,7 @@
 """The runner's request built from a CodeSession spec and the language registry."""
 
-from icee_api.run_request import build_request
-from icee_api.streaming import Opening
+from icee_api.session.run_request import build_request
+from icee_api.session.streaming import Opening
 from icee_core import runner_protocol as rp
 from icee_core.languages import load_registry
 from icee_core.models import CodeSessionSpec, Limits

@@ -1,7 +1,7 @@
 """Limit accounting: byte budgets and the idle clock."""
 
 import pytest
-from icee_api.limits import ByteBudget, IdleClock
+from icee_api.session.limits import ByteBudget, IdleClock
 
 
 def test_budget_takes_up_to_the_limit_then_trips() -> None:

@@ -1,7 +1,7 @@
 """The session state machine accepts the life cycle and refuses every other move."""
 
 import pytest
-from icee_api.session import InvalidTransition, Outcome, Session, State
+from icee_api.session.state import InvalidTransition, Outcome, Session, State
 
 FINISHED = Outcome(State.FINISHED, 0, "Completed")
 TERMINATED = Outcome(State.TERMINATED, None, "IdleTimeout", "idle")

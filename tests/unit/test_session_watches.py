@@ -4,9 +4,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from icee_api.kube import ContainerState, KubeError, WatchExpired
-from icee_api.session import State
-from icee_api.watches import Latest, Watches
+from icee_api.session.state import State
+from icee_api.session.watches import Latest, Watches
+from icee_kube.client import KubeError, WatchExpired
+from icee_kube.pods import ContainerState
 
 SID = "0b8a0f8e-6f5e-4c4c-9d3a-0e1f2a3b4c5d"
 

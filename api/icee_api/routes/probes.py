@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
+from icee_kube.client import KubeError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from icee_api.deps import ServicesDep
-from icee_api.kube import KubeError
 from icee_api.services import NotConnected
 
 router = APIRouter(tags=["probes"])

@@ -16,22 +16,20 @@ from icee_core.models import (
     TERMINAL_MAX,
     CodeSessionSpec,
     Limits,
-    Phase,
     Reason,
     Timeouts,
     WireModel,
     clamp_spec,
 )
 from icee_core.sources import SourceEntry, SourceFileError, resolve_sources
+from icee_kube.client import KubeError, QuotaExceeded
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from icee_api.admission import Refusal, quota_refusal
 from icee_api.deps import ClientDep, ServicesDep
-from icee_api.kube import KubeError, QuotaExceeded
 from icee_api.services import Services
-from icee_api.session import State
-from icee_api.watches import status_of
+from icee_api.session.state import state_of, status_of
 
 router = APIRouter(tags=["sessions"])
 
@@ -82,15 +80,6 @@ class SessionView(BaseModel):
     finished_at: datetime | None
     # Per stage (compile, run), from the runner's reports: see the WebSocket's final state.
     usage: dict[str, dict[str, int]] | None = None
-
-
-_STATE_OF_PHASE = {
-    None: State.PENDING,
-    Phase.PENDING: State.PENDING,
-    Phase.RUNNING: State.RUNNING,
-    Phase.FINISHED: State.FINISHED,
-    Phase.TERMINATED: State.TERMINATED,
-}
 
 
 async def _read_json(request: Request, max_bytes: int) -> Any:
@@ -251,7 +240,7 @@ def view(session_id: str, obj: dict[str, Any]) -> SessionView:
     return SessionView(
         session_id=session_id,
         language=(obj.get("spec") or {}).get("language"),
-        state=_STATE_OF_PHASE[st.phase].value,
+        state=state_of(st.phase).value,
         exit_code=st.exit_code,
         reason=st.reason.value if st.reason is not None else None,
         message=st.message,

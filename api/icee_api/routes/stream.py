@@ -14,16 +14,16 @@ from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from icee_core import names
 from icee_core.models import Reason
+from icee_kube.client import KubeError
 
-from icee_api import messages
 from icee_api.auth import AuthError, selected_subprotocol
-from icee_api.bridge import ClientGone
 from icee_api.deps import ServicesDep, identify
-from icee_api.kube import KubeError
-from icee_api.messages import CloseCode
 from icee_api.origin import origin_allowed
 from icee_api.services import Services
-from icee_api.streaming import Opening, SessionStream
+from icee_api.session import messages
+from icee_api.session.bridge import ClientGone
+from icee_api.session.messages import CloseCode
+from icee_api.session.streaming import Opening, SessionStream
 
 router = APIRouter(tags=["stream"])
 log = logging.getLogger(__name__)

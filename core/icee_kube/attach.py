@@ -1,24 +1,56 @@
 """The attach WebSocket to a sandbox container, spoken with ``websockets`` directly.
 
 ``wss://<apiserver>/api/v1/namespaces/<ns>/pods/<pod>/attach?...`` with the channel
-protocol of :mod:`icee_api.channel`. Buffers are bounded both ways: ``max_size`` per
+protocol of :mod:`icee_kube.channel`. Buffers are bounded both ways: ``max_size`` per
 frame, ``max_queue`` frames read ahead, ``write_limit`` bytes waiting to be sent; a
 slow browser therefore slows the program down instead of growing memory here.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from icee_api import channel
-from icee_api.channel import Channel, Frame
-from icee_api.kube import AttachTarget
+from icee_kube import channel
+from icee_kube.channel import Channel, Frame
+from icee_kube.client import KubeClient
+from icee_kube.paths import pods_path
+
+
+@dataclass(frozen=True, slots=True)
+class AttachTarget:
+    """Where and how to open the attach WebSocket (built from the same client config)."""
+
+    url: str
+    headers: dict[str, str]
+    ssl: ssl.SSLContext | None
+    server_hostname: str | None
+
+
+def attach_url(host: str, namespace: str, pod: str, container: str) -> str:
+    scheme, netloc, base, _, _ = urlsplit(host)
+    ws_scheme = {"https": "wss", "http": "ws"}[scheme]
+    query = urlencode({"container": container, "stdin": "true", "stdout": "true", "stderr": "true"})
+    path = f"{base.rstrip('/')}{pods_path(namespace, pod, 'attach')}"
+    return urlunsplit((ws_scheme, netloc, path, query, ""))
+
+
+def attach_target(kube: KubeClient, namespace: str, pod: str, container: str) -> AttachTarget:
+    """The attach WebSocket of one container, on the client's TLS context and credentials."""
+    cfg = kube.config
+    return AttachTarget(
+        url=attach_url(cfg.server, namespace, pod, container),
+        headers={k: v for k, v in kube.headers().items() if k == "Authorization"},
+        ssl=kube.ssl,
+        server_hostname=cfg.tls_server_name,
+    )
 
 
 class AttachClosed(Exception):
@@ -115,8 +147,8 @@ async def open_attach(target: AttachTarget, buffers: AttachBuffers) -> AsyncIter
             max_size=buffers.max_frame_bytes,
             max_queue=buffers.max_queue,
             write_limit=buffers.write_limit,
-            # No keepalive task per session: the idle timeout (30 s) and the CodeSession
-            # watch already notice a session that went quiet or away.
+            # No keepalive task per connection: the caller notices a peer that went
+            # quiet or away (the api: its idle timeout and its watches).
             ping_interval=None,
         )
     except InvalidStatus as exc:

@@ -3,7 +3,7 @@
 One on the sandbox pods, one on the CodeSessions and one on the kubelet's
 "Started" events of the namespace keep a small cache (the sandbox container's
 state, the session's outcome, whether its container started, per session id) and
-wake whoever waits on that session (:mod:`icee_api.informer`). A watch per session
+wake whoever waits on that session (:mod:`icee_kube.informer`). A watch per session
 would cost API-server connections per waiting client: a thousand clients would
 exhaust the client's connection pool and the file descriptors.
 """
@@ -15,31 +15,18 @@ import logging
 from typing import Any
 
 from icee_core import names
-from icee_core.models import FINAL_PHASES, CodeSessionStatus, Phase
+from icee_core.models import FINAL_PHASES, Phase
+from icee_kube.informer import GONE, Informer, Latest, supervise
+from icee_kube.pods import ContainerState, container_state
 from pydantic import ValidationError
 
-from icee_api.informer import GONE, Informer, Latest, supervise
-from icee_api.kube import Cluster, ContainerState, container_state
-from icee_api.session import Outcome, State
-from icee_api.warm import WarmPods
+from icee_api.session.cluster import Cluster
+from icee_api.session.state import Outcome, outcome_of, state_of, status_of
+from icee_api.session.warm import WarmPods
 
 __all__ = ["GONE", "Latest", "Watches", "outcome_of", "status_of"]
 
 log = logging.getLogger(__name__)
-
-
-def outcome_of(status: CodeSessionStatus) -> Outcome | None:
-    """The session's outcome if the operator recorded a final phase."""
-    if not status.is_final:
-        return None
-    state = State.FINISHED if status.phase is Phase.FINISHED else State.TERMINATED
-    reason = status.reason.value if status.reason is not None else ""
-    usage = status.usage.to_wire() if status.usage is not None else None
-    return Outcome(state, status.exit_code, reason, status.message or "", usage or None)
-
-
-def status_of(obj: dict[str, Any]) -> CodeSessionStatus:
-    return CodeSessionStatus.model_validate(obj.get("status") or {})
 
 
 def _pod_session(obj: dict[str, Any]) -> str | None:
@@ -85,10 +72,9 @@ def _outcome(obj: dict[str, Any]) -> Outcome | None:
         phase = raw.get("phase")
         if phase not in {p.value for p in FINAL_PHASES}:
             raise
-        state = State.FINISHED if phase == Phase.FINISHED.value else State.TERMINATED
         code = raw.get("exitCode")
         return Outcome(
-            state,
+            state_of(Phase(phase)),
             code if isinstance(code, int) else None,
             str(raw.get("reason") or ""),
             str(raw.get("message") or ""),

@@ -22,20 +22,21 @@ from typing import Any
 from icee_core import runner_protocol as rp
 from icee_core.languages import LanguageRegistry
 from icee_core.models import CodeSessionSpec, Limits, Reason, Timeouts
+from icee_kube.attach import AttachBuffers, AttachError, open_attach
+from icee_kube.client import KubeError
 from pydantic import ValidationError
 
-from icee_api import messages
-from icee_api.attach import AttachBuffers, AttachError, open_attach
-from icee_api.bridge import Bridge, BridgeEnd, ClientGone, ClientLink, StreamLimits
-from icee_api.decoding import StreamDecoder
-from icee_api.kube import Cluster, KubeError
-from icee_api.limits import ByteBudget
-from icee_api.live import LiveSessions
-from icee_api.messages import CloseCode
 from icee_api.metrics import Metrics
-from icee_api.run_request import build_request
-from icee_api.session import Outcome, Session, State
-from icee_api.watches import Watches, outcome_of, status_of
+from icee_api.session import messages
+from icee_api.session.bridge import Bridge, BridgeEnd, ClientGone, ClientLink, StreamLimits
+from icee_api.session.cluster import Cluster
+from icee_api.session.decoding import StreamDecoder
+from icee_api.session.limits import ByteBudget
+from icee_api.session.live import LiveSessions
+from icee_api.session.messages import CloseCode
+from icee_api.session.run_request import build_request
+from icee_api.session.state import Outcome, Session, State, outcome_of, status_of
+from icee_api.session.watches import Watches
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from icee_core.runner_protocol import MAX_TERMINAL, Signal
 
-from icee_api.session import Outcome, State
+from icee_api.session.state import Outcome, State
 
 
 class CloseCode(IntEnum):

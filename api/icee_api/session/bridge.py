@@ -27,13 +27,13 @@ from typing import Any, Protocol
 
 from icee_core import runner_protocol as rp
 from icee_core.models import Reason
+from icee_kube.attach import AttachClosed
+from icee_kube.channel import Channel, ChannelProtocolError, Frame, parse_status
 
-from icee_api import messages
-from icee_api.attach import AttachClosed
-from icee_api.channel import Channel, ChannelProtocolError, Frame, parse_status
-from icee_api.decoding import StreamDecoder
-from icee_api.limits import ByteBudget, IdleClock
-from icee_api.messages import (
+from icee_api.session import messages
+from icee_api.session.decoding import StreamDecoder
+from icee_api.session.limits import ByteBudget, IdleClock
+from icee_api.session.messages import (
     Eof,
     Input,
     MessageError,
@@ -42,7 +42,7 @@ from icee_api.messages import (
     Terminate,
     parse_client_message,
 )
-from icee_api.session import Outcome, Session, State
+from icee_api.session.state import Outcome, Session, State
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,10 @@ from typing import Any
 from icee_core import names
 from icee_core.models import Limits
 from icee_core.pools import limits_from_annotations, pod_limits_match
+from icee_kube.client import KubeError
+from icee_kube.informer import Informer, supervise
 
-from icee_api.informer import Informer, supervise
-from icee_api.kube import Cluster, KubeError
+from icee_api.session.cluster import Cluster
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
-from icee_api.kube import UNDECODABLE, KubeError, WatchExpired
+from icee_kube.client import UNDECODABLE, KubeError, WatchExpired
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from icee_core.models import CodeSessionStatus, Phase
 
 
 class State(StrEnum):
@@ -38,6 +41,21 @@ _MOVES: dict[State, frozenset[State]] = {
     State.FINISHED: frozenset(),
     State.TERMINATED: frozenset(),
 }
+
+
+# The one map from the operator's CodeSession phase to the state clients see (no
+# phase yet: the operator has not seen the session).
+_STATE_OF_PHASE: dict[Phase | None, State] = {
+    None: State.PENDING,
+    Phase.PENDING: State.PENDING,
+    Phase.RUNNING: State.RUNNING,
+    Phase.FINISHED: State.FINISHED,
+    Phase.TERMINATED: State.TERMINATED,
+}
+
+
+def state_of(phase: Phase | None) -> State:
+    return _STATE_OF_PHASE[phase]
 
 
 class InvalidTransition(RuntimeError):
@@ -109,3 +127,19 @@ class Session:
             return False
         self.termination = TerminationRequest(reason, message)
         return True
+
+
+def status_of(obj: dict[str, Any]) -> CodeSessionStatus:
+    """A CodeSession's status (ValidationError for one this api cannot read)."""
+    return CodeSessionStatus.model_validate(obj.get("status") or {})
+
+
+def outcome_of(status: CodeSessionStatus) -> Outcome | None:
+    """The session's outcome if the operator recorded a final phase."""
+    if not status.is_final:
+        return None
+    reason = status.reason.value if status.reason is not None else ""
+    usage = status.usage.to_wire() if status.usage is not None else None
+    return Outcome(
+        state_of(status.phase), status.exit_code, reason, status.message or "", usage or None
+    )
