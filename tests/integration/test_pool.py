@@ -238,6 +238,89 @@ def test_an_empty_pool_falls_back_to_a_cold_start(stack: PoolStack) -> None:
     stack.kubectl("scale", "sandboxpool", "python", "--replicas=2")
 
 
+def changed_registry(directory: Path) -> Path:
+    """The shipped language registry with Python's run command changed (a registry
+    change that leaves the pod spec as it is: only the language entry differs)."""
+    registry = (REPO / "core" / "icee_core" / "languages.yaml").read_text()
+    old = "run: python3 -u {main}"
+    assert registry.count(old) == 1
+    path = directory / "languages.yaml"
+    path.write_text(registry.replace(old, "run: python3 -u -X utf8 {main}"))
+    return path
+
+
+def test_language_registry_change_replaces_warm_pods_never_claimed_again(
+    stack: PoolStack, tmp_path: Path
+) -> None:
+    wait_for("2 ready warm pods", lambda: len(stack.ready_unclaimed("python")) == 2)
+    old_hash = stack.pool("python")["status"]["templateHash"]
+    old_pods = {p["metadata"]["name"]: p for p in stack.ready_unclaimed("python")}
+    assert {p["metadata"]["labels"][names.LABEL_TEMPLATE_HASH] for p in old_pods.values()} == {
+        old_hash
+    }
+    # The moment after a template change, before its replacements are through: the
+    # pool's current template is another, its old pods still ready. Frozen here by
+    # stopping the operator and writing the status a new operator would write.
+    stack.operator.stop()
+    stack.kubectl(
+        "patch", "sandboxpool", "python", "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"templateHash": "0123456789abcdef"}}),
+    )  # fmt: skip
+    time.sleep(3)  # the api's pool watch delivers it (milliseconds when healthy)
+
+    async def run() -> tuple[str, str]:
+        async with stack.api.live("print('after the change')") as s:
+            await asyncio.to_thread(
+                wait_for,
+                "the api to start the session",
+                lambda: bool(session(stack, s.id)["spec"].get("start")),
+                30,
+            )
+            # The api chose (no pod of the pool's template): a cold start.
+            assert "podName" not in session(stack, s.id)["spec"]["start"]
+            assert set(old_pods) == {p["metadata"]["name"] for p in stack.ready_unclaimed("python")}
+            # A new operator of a new language registry: a new template.
+            stack.operator = stack.start_operator(
+                {"ICEE_LANGUAGES_FILE": str(changed_registry(tmp_path))}
+            )
+            transcript = await s.finish()
+            return s.id, transcript.stdout
+
+    session_id, stdout = asyncio.run(run())
+    assert stdout == "after the change\n"
+    assert session(stack, session_id)["status"]["podName"] == f"run-{session_id}"
+
+    def replaced() -> bool:
+        current = stack.pool("python")["status"]["templateHash"]
+        pods = stack.ready_unclaimed("python")
+        return (
+            current not in ("0123456789abcdef", old_hash)
+            and len(pods) == 2
+            and all(p["metadata"]["labels"][names.LABEL_TEMPLATE_HASH] == current for p in pods)
+        )
+
+    wait_for("warm pods of the new registry's template", replaced)
+    new_pods = stack.ready_unclaimed("python")
+    assert not set(old_pods) & {p["metadata"]["name"] for p in new_pods}
+    # Only the registry changed: the same image and command, another template.
+    old_container = next(iter(old_pods.values()))["spec"]["containers"][0]
+    for pod in new_pods:
+        container = pod["spec"]["containers"][0]
+        assert (container["image"], container["command"]) == (
+            old_container["image"],
+            old_container["command"],
+        )
+    wait_for(
+        "the old pods gone",
+        lambda: not set(old_pods) & {p["metadata"]["name"] for p in stack.pods("python")},
+        within=60,
+    )
+    # None of them ever served a session.
+    sessions = json.loads(stack.kubectl("get", "codesessions", "-o", "json"))["items"]
+    claims = {(s["spec"].get("start") or {}).get("podName") for s in sessions}
+    assert not claims & set(old_pods)
+
+
 def test_template_change_replaces_warm_pods(stack: PoolStack) -> None:
     wait_for("2 ready warm pods", lambda: len(stack.ready_unclaimed("python")) == 2)
     old_hash = stack.pool("python")["status"]["templateHash"]

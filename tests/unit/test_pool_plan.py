@@ -81,6 +81,15 @@ def test_template_hash_follows_image_limits_and_language() -> None:
     other_image = PYTHON.model_copy(update={"image": "icee/sandbox-python:other"})
     assert template_hash(other_image, settings()) != base
     assert template_hash(LANGUAGES.get("ruby"), settings()) != base
+    # Every field of the language's registry entry, also those the pod spec does not
+    # show (the runner gets the commands over stdin): a changed registry replaces pods.
+    for change in (
+        {"run": "python3 -u -X utf8 {main}"},
+        {"compile": "python3 -m py_compile {main}"},
+        {"env": {}},
+        {"version": "3.12"},
+    ):
+        assert template_hash(PYTHON.model_copy(update=change), settings()) != base, change
 
 
 def test_limits_a_warm_pod_can_honour() -> None:
