@@ -17,6 +17,10 @@ image="icee/icee:$ICEE_VERSION-$tag"
 archive="$ICEE_CACHE/images/icee-$tag.tar"
 bah=(buildah --root "$ICEE_CACHE/buildah/root" --runroot "$ICEE_RUN-buildah" --storage-driver overlay)
 
+# One build at a time on a machine: a second one's cleanup would remove the first
+# one's layers mid-build ("image not known"). buildah leaves no daemon holding it.
+exec 8>"$ICEE_CACHE/buildah.lock"
+flock 8
 if [[ ! -f "$archive" ]]; then
   start=$SECONDS
   while read -r name path; do
@@ -41,6 +45,7 @@ if [[ ! -f "$archive" ]]; then
   "${bah[@]}" rmi --prune >/dev/null 2>&1 || true
   log "built $image in $((SECONDS - start)) s ($(du -m "$archive" | cut -f1) MB archive)"
 fi
+exec 8>&-
 
 ctr=("$(node_prefix)/usr/bin/ctr" --address "$ICEE_RUN/containerd/containerd.sock" -n k8s.io)
 if ! grep -qx "docker.io/$image" <<<"$("${ctr[@]}" images ls -q)"; then
