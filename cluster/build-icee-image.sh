@@ -19,6 +19,7 @@ bah=(buildah --root "$ICEE_CACHE/buildah/root" --runroot "$ICEE_RUN-buildah" --s
 
 # One build at a time on a machine: a second one's cleanup would remove the first
 # one's layers mid-build ("image not known"). buildah leaves no daemon holding it.
+mkdir -p "$ICEE_CACHE"
 exec 8>"$ICEE_CACHE/buildah.lock"
 flock 8
 if [[ ! -f "$archive" ]]; then
