@@ -18,6 +18,7 @@ from icee_api.metrics import Metrics
 from icee_api.session.cluster import Cluster
 from icee_api.session.live import LiveSessions
 from icee_api.session.streaming import StreamTimeouts
+from icee_api.session.termination import StreamHandle, Termination
 from icee_api.session.watches import Watches
 from icee_api.settings import Settings
 
@@ -34,13 +35,16 @@ class Services:
     _cluster: Cluster | None = None
     _watches: Watches | None = None
     live: LiveSessions = field(init=False)
+    termination: Termination = field(init=False)
     admission: Admission = field(init=False)
     tokens: TokenStore | None = field(init=False)
     trusted_proxies: tuple[Network, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.live = LiveSessions(self._terminate)
+        # The one owner of ending sessions (icee_api.session.termination).
+        self.termination = Termination(lambda: self.cluster, self._stream_of, self.metrics)
+        self.live = LiveSessions(self.termination.end)
         limits = AdmissionLimits(
             max_live=s.max_live_sessions,
             max_unconnected=s.max_unconnected_sessions,
@@ -73,8 +77,8 @@ class Services:
         self._watches = watches
         watches.outcomes.observers.append(self.admission.counts)
 
-    async def _terminate(self, session_id: str, reason: str, message: str) -> bool:
-        return await self.cluster.request_termination(session_id, reason, message)
+    def _stream_of(self, session_id: str) -> StreamHandle | None:
+        return self.live.stream(session_id)
 
     @property
     def stream_timeouts(self) -> StreamTimeouts:

@@ -263,7 +263,7 @@ async def delete_session(session_id: str, services: ServicesDep, _: ClientDep) -
     if status_of(obj).is_final:
         return {"sessionId": session_id, "state": view(session_id, obj).state}
     try:
-        await services.live.terminate(session_id, Reason.USER_TERMINATED, "terminated by the user")
+        await services.termination.end(session_id, Reason.USER_TERMINATED, "terminated by the user")
     except KubeError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     return {"sessionId": session_id, "state": "terminating"}

@@ -144,6 +144,7 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
         client,
         services.cluster,
         services.live,
+        services.termination,
         services.watches,
         services.metrics,
         services.stream_timeouts,
@@ -157,7 +158,7 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
 
     async def stalled(message: str) -> None:
         services.metrics.clients_too_slow.inc()
-        await stream.terminate(Reason.CLIENT_GONE, message)
+        await services.termination.end(session_id, Reason.CLIENT_GONE, message)
 
     client.on_stalled = stalled
     try:
@@ -182,7 +183,9 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
         log.exception("session %s: stream failed", session_id)
         await _send_quietly(client, messages.error("internal error; the session is being ended"))
         try:
-            await stream.terminate(Reason.CLIENT_GONE, "the api lost the stream")
+            await services.termination.end(
+                session_id, Reason.CLIENT_GONE, "the api lost the stream"
+            )
         except Exception as exc:  # the cluster may be what failed; nothing more to do here
             log.warning("session %s: could not end it: %s", session_id, exc)
         return CloseCode.INTERNAL_ERROR, "internal error"

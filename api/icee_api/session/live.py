@@ -17,21 +17,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from icee_core.models import Reason
 
+from icee_api.session.termination import StreamHandle
+
 log = logging.getLogger(__name__)
 
-# Asks the operator to end a session: (session id, reason, message).
+# Ends a session (icee_api.session.termination.Termination.end): (id, reason, message).
 Terminate = Callable[[str, str, str], Awaitable[object]]
-
-
-class StreamHandle(Protocol):
-    async def terminate(self, reason: str, message: str) -> None: ...
-
-    async def shut_down(self, message: str) -> None:
-        """Tell the client the session ended (ServerShutdown) unless it was told already."""
 
 
 class LiveSessions:
@@ -75,13 +69,9 @@ class LiveSessions:
         if not self._streams:
             self._no_streams.set()
 
-    async def terminate(self, session_id: str, reason: str, message: str) -> None:
-        """End a session, through its stream if it has one here (so the client is told)."""
-        handle = self._streams.get(session_id)
-        if handle is not None:
-            await handle.terminate(reason, message)
-        else:
-            await self._terminate(session_id, reason, message)
+    def stream(self, session_id: str) -> StreamHandle | None:
+        """The stream serving the session here, if any."""
+        return self._streams.get(session_id)
 
     async def drain(self, grace: float, settle: float) -> None:
         """Graceful shutdown: wait up to ``grace`` s, then ServerShutdown for the rest."""
@@ -94,8 +84,8 @@ class LiveSessions:
         for timer in self._deadlines.values():
             timer.cancel()
         self._deadlines.clear()
-        pending = [self._terminate(sid, Reason.SERVER_SHUTDOWN, message) for sid in unattached]
-        pending += [h.terminate(Reason.SERVER_SHUTDOWN, message) for h in self._streams.values()]
+        ending = [*unattached, *self._streams]
+        pending = [self._terminate(sid, Reason.SERVER_SHUTDOWN, message) for sid in ending]
         results = await asyncio.gather(*pending, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):

@@ -36,13 +36,10 @@ from icee_api.session.live import LiveSessions
 from icee_api.session.messages import CloseCode
 from icee_api.session.run_request import build_request
 from icee_api.session.state import Outcome, Session, State, outcome_of, status_of
+from icee_api.session.termination import Termination
 from icee_api.session.watches import Watches
 
 log = logging.getLogger(__name__)
-
-_STREAM_LIMITS = frozenset(
-    {Reason.IDLE_TIMEOUT, Reason.OUTPUT_LIMIT_EXCEEDED, Reason.STDIN_LIMIT_EXCEEDED}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +100,7 @@ class SessionStream:
         client: ClientLink,
         cluster: Cluster,
         live: LiveSessions,
+        termination: Termination,
         watches: Watches,
         metrics: Metrics,
         timeouts: StreamTimeouts,
@@ -112,6 +110,7 @@ class SessionStream:
         self._client = _UntilFinal(client)
         self._cluster = cluster
         self._live = live
+        self._termination = termination
         self._watches = watches
         self._metrics = metrics
         self._timeouts = timeouts
@@ -125,6 +124,7 @@ class SessionStream:
         return self.session.id
 
     async def terminate(self, reason: str, message: str) -> None:
+        """End the session (called by Termination.end); the first reason counts."""
         if self._bridge is not None:
             await self._bridge.request_termination(reason, message)
         elif not self.session.ended and self.session.request_termination(reason, message):
@@ -291,10 +291,8 @@ class SessionStream:
             self._metrics.first_output.observe(time.monotonic() - self._since)
 
     async def _ask_operator(self, reason: str, message: str) -> None:
-        if reason in _STREAM_LIMITS:
-            self._metrics.limit_trips.labels(reason).inc()
         try:
-            await self._cluster.request_termination(self.id, reason, message)
+            await self._termination.request(self.id, reason, message)
         except KubeError as exc:
             log.warning("session %s: cannot request %s: %s", self.id, reason, exc)
 
