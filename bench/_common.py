@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -42,6 +43,9 @@ def free_port() -> int:
         return port
 
 
+# Processes this bench started (pid -> what it is), for cpu_by_process.Sampler.
+OWN: dict[int, str] = {}
+
 KUBECTL = str(Path(__file__).resolve().parents[1] / "cluster" / "kubectl")
 
 
@@ -68,6 +72,7 @@ def bench_namespace(operator_env: dict[str, str] | None = None) -> Iterator[str]
             [str(BIN / "icee-operator")], env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        OWN[operator.pid] = "icee operator"
     try:
         yield namespace
     finally:
@@ -94,6 +99,7 @@ def start_api(namespace: str, **settings: str) -> tuple[subprocess.Popen[bytes],
            "ICEE_HOST": "127.0.0.1", "ICEE_LOG_LEVEL": "warning"}  # fmt: skip
     env |= {f"ICEE_{k.upper()}": v for k, v in settings.items()}
     proc = subprocess.Popen([str(BIN / "icee-api")], env=env)
+    OWN[proc.pid] = "icee api"
     url = f"http://127.0.0.1:{port}"
     for _ in range(150):
         try:
@@ -117,6 +123,34 @@ async def create(http: httpx.AsyncClient, code: str, **extra: Any) -> str:
     r.raise_for_status()
     session_id: str = r.json()["sessionId"]
     return session_id
+
+
+class Refused(Exception):
+    """Admission kept refusing (429/503) for longer than the caller would wait."""
+
+
+async def create_admitted(
+    http: httpx.AsyncClient, code: str, within: float, **extra: Any
+) -> tuple[str, list[str]]:
+    """Create a session as a well-behaved client: on a 429 or 503 with Retry-After,
+    wait that long and try again, for up to ``within`` seconds. Returns the session id
+    and the refusals met on the way (their ``limit``, or the status)."""
+    refusals: list[str] = []
+    deadline = time.monotonic() + within
+    while True:
+        r = await http.post("/session", json={"language": "python", "code": code, **extra})
+        if r.status_code not in (429, 503) or "retry-after" not in r.headers:
+            r.raise_for_status()
+            session_id: str = r.json()["sessionId"]
+            return session_id, refusals
+        try:
+            refusals.append(str(r.json().get("limit") or r.status_code))
+        except ValueError:
+            refusals.append(str(r.status_code))
+        wait = float(r.headers["retry-after"])
+        if time.monotonic() + wait > deadline:
+            raise Refused(f"still refused after {within:.0f} s: {refusals[-1]}")
+        await asyncio.sleep(wait)
 
 
 def ws_url(base: str, session_id: str) -> str:

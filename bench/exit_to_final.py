@@ -16,47 +16,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
+from typing import Any
 
 import httpx
-from _common import (
-    bench_namespace,
-    create,
-    load_average,
-    loads,
-    report,
-    start_api,
-    stop,
-    ws_url,
-)
-from icee_api.session.cluster import Cluster
-from icee_core import names
-from icee_kube.client import KubeClient
-from icee_kube.kubeconfig import load as load_kubeconfig
-from websockets.asyncio.client import connect
+from _common import load_average, report
+from _timing import Watches, cluster_of, run_main, timed_session
 
 # The last thing the program does: print the time (a float, seconds) and exit.
 PROGRAM = "import time\nprint(repr(time.time()), flush=True)\n"
 
 
 class FinalStatuses:
-    """When each CodeSession's status turned final, from a watch of our own."""
+    """When each CodeSession's status turned final (wall clock), from our own watch."""
 
-    def __init__(self, cluster: Cluster) -> None:
-        self._cluster = cluster
+    def __init__(self, watches: Watches) -> None:
         self.at: dict[str, float] = {}
         self.changed = asyncio.Event()
+        watches.sessions.append(self._on_session)
 
-    async def _follow(self) -> None:
-        version: str | None = None
-        while True:
-            async for kind, obj in self._cluster.watch_sessions(version, 280):
-                version = obj.get("metadata", {}).get("resourceVersion") or version
-                phase = (obj.get("status") or {}).get("phase")
-                if kind != "DELETED" and phase in ("Finished", "Terminated"):
-                    self.at.setdefault(obj["metadata"]["name"], time.time())
-                    self.changed.set()
+    def _on_session(self, kind: str, obj: dict[str, Any]) -> None:
+        phase = (obj.get("status") or {}).get("phase")
+        if kind != "DELETED" and phase in ("Finished", "Terminated"):
+            self.at.setdefault(obj["metadata"]["name"], time.time())
+            self.changed.set()
 
     async def wait(self, session_id: str, seconds: float = 30) -> float | None:
         async with asyncio.timeout(seconds):
@@ -65,46 +48,29 @@ class FinalStatuses:
                 await self.changed.wait()
         return self.at.get(session_id)
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[FinalStatuses]:
-        task = asyncio.create_task(self._follow())
-        await asyncio.sleep(0.5)  # the watch is open
-        try:
-            yield self
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
 
 async def one(http: httpx.AsyncClient, base: str, statuses: FinalStatuses) -> tuple[float, float]:
     """(exit -> final frame, exit -> final status) in seconds for one session."""
-    sid = await create(http, PROGRAM)
-    printed = final = None
-    async with connect(ws_url(base, sid)) as ws:
-        async for raw in ws:
-            msg = loads(raw)
-            if msg["type"] == "stdout" and printed is None:
-                printed = float(msg["data"])
-            if msg["type"] == "state" and msg["state"] in ("finished", "terminated"):
-                final = time.time()
-                if msg.get("reason") != "Completed":
-                    raise SystemExit(f"session {sid} ended {msg}")
-    status = await statuses.wait(sid)
-    if printed is None or final is None or status is None:
-        raise SystemExit(f"session {sid}: printed={printed} final={final} status={status}")
-    return final - printed, status - printed
+    times = await timed_session(http, base, PROGRAM)
+    if times.reason != "Completed":
+        raise SystemExit(f"session {times.session_id} ended {times.frames}")
+    status = await statuses.wait(times.session_id)
+    if not times.stdout or times.final_wall is None or status is None:
+        raise SystemExit(f"session {times.session_id}: {times} status={status}")
+    printed = float(times.stdout.split()[0])
+    return times.final_wall - printed, status - printed
 
 
-async def bench(base: str, namespace: str, runs: int) -> None:
-    cluster = Cluster(KubeClient(load_kubeconfig()), namespace)
+async def bench(base: str, namespace: str, args: argparse.Namespace) -> None:
     frames: list[float] = []
     statuses_seen: list[float] = []
     async with AsyncExitStack() as stack:
-        stack.push_async_callback(cluster.close)
-        statuses = await stack.enter_async_context(FinalStatuses(cluster).running())
+        watches = Watches(await stack.enter_async_context(cluster_of(namespace)))
+        statuses = FinalStatuses(watches)
+        await stack.enter_async_context(watches.running())
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=base, timeout=60))
         await one(http, base, statuses)  # warm-up: image cache, connections
-        for _ in range(runs):
+        for _ in range(args.runs):
             frame, status = await one(http, base, statuses)
             frames.append(frame)
             statuses_seen.append(status)
@@ -113,23 +79,5 @@ async def bench(base: str, namespace: str, runs: int) -> None:
     print(f"({load_average()} after the runs)")
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", help="an api already running (default: start our own)")
-    parser.add_argument("--namespace", help="its sandbox namespace (with --url)")
-    parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args()
-    print(f"exit -> final state ({load_average()})")
-    if args.url:
-        await bench(args.url, args.namespace or names.DEFAULT_NAMESPACE, args.runs)
-        return
-    with bench_namespace({}) as namespace:
-        proc, base = start_api(namespace)
-        try:
-            await bench(base, namespace, args.runs)
-        finally:
-            stop(proc)
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_main(__doc__, bench, lambda p: p.add_argument("--runs", type=int, default=20))

@@ -4,95 +4,40 @@
 
 Each run: POST /session with the language's hello world, open the WebSocket right
 away, stop the clock at the first stdout frame (and at the final state). Runs are
-sequential and round-robin over the languages, after one warm-up each, so every
-run is a cold start of its own sandbox pod and all languages see the same machine.
+sequential and round-robin over the languages, after one warm-up each, so all
+languages see the same machine (with --url, a session may claim a warm pod of the
+api's pools; our own api has none, so every run is a cold start).
 
-The api: --url, else $ICEE_API_URL, else this script starts an operator and an api
-of the working tree in a namespace of its own (like tests/integration/conftest.py)
-and removes them afterwards. Languages the api does not serve are reported, not run.
-Image sizes are the OCI archives cluster/images.sh built (uncompressed layers).
+The api: --url, else this script starts an operator and an api of the working tree
+in a namespace of its own and removes them afterwards. Languages the api does not
+serve are reported, not run. Image sizes are the OCI archives cluster/images.sh built
+(uncompressed layers).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import os
-import subprocess
-import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from _common import BIN, create, free_port, loads, percentile, start_api, ws_url
+from _common import percentile
+from _timing import HELLO, run_main, timed_session
 from icee_core.languages import load_registry
-from websockets.asyncio.client import connect
 
 REPO = Path(__file__).resolve().parents[1]
-KUBECTL = str(REPO / "cluster" / "kubectl")
-CRD = REPO / "charts" / "icee" / "crds" / "codesession.yaml"
 IMAGES = Path.home() / ".cache" / "icee" / "images"
-
-HELLO = {
-    "python": "print('Hello World')\n",
-    "javascript": "console.log('Hello World');\n",
-    "java": (
-        "public class Main {\n    public static void main(String[] args) {\n"
-        '        System.out.println("Hello World");\n    }\n}\n'
-    ),
-    "cpp": '#include <iostream>\nint main() { std::cout << "Hello World" << std::endl; }\n',
-    "ruby": 'puts "Hello World"\n',
-}
-
-
-def kubectl(*args: str) -> str:
-    return subprocess.run([KUBECTL, *args], capture_output=True, text=True, check=True).stdout
-
-
-@contextlib.contextmanager
-def own_api() -> Iterator[str]:
-    """An operator and an api of this tree in a fresh namespace; yields the api URL."""
-    if not kubectl("get", "crd", "codesessions.icee.dev", "--ignore-not-found").strip():
-        kubectl("apply", "-f", str(CRD))
-        kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
-    namespace = f"icee-bench-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", namespace)
-    env = {**os.environ, "ICEE_NAMESPACE": namespace, "ICEE_HEALTH_PORT": str(free_port())}
-    operator = subprocess.Popen(
-        [str(BIN / "icee-operator")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    api = None
-    try:
-        api, url = start_api(namespace)
-        yield url
-    finally:
-        for process in (api, operator):
-            if process is not None:
-                process.terminate()
-                process.wait(30)
-        kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 async def one(http: httpx.AsyncClient, base: str, language: str) -> tuple[float, float]:
     """Seconds from POST to the first stdout frame and to the final state."""
-    t0 = time.perf_counter()
-    sid = await create(http, HELLO[language], language=language)
-    first = done = 0.0
-    async with connect(ws_url(base, sid)) as ws:
-        async for raw in ws:
-            msg = loads(raw)
-            if msg["type"] == "stdout" and not first:
-                first = time.perf_counter() - t0
-            if msg["type"] == "state" and msg["state"] in ("finished", "terminated"):
-                done = time.perf_counter() - t0
-                if msg.get("reason") != "Completed":
-                    raise SystemExit(f"{language}: hello world ended with {msg}")
-    return first, done
+    times = await timed_session(http, base, HELLO[language], language)
+    if times.reason != "Completed" or times.first is None or times.final is None:
+        raise SystemExit(f"{language}: hello world ended with {times.frames}")
+    return times.first, times.final
 
 
-async def measure(base: str, runs: int) -> None:
+async def measure(base: str, _namespace: str, args: argparse.Namespace) -> None:
+    runs: int = args.runs
     # No keep-alive: a run outlasts uvicorn's 5 s keep-alive, and reusing a connection
     # the server is closing at that moment fails with a ReadError.
     no_reuse = httpx.Limits(max_keepalive_connections=0)
@@ -119,6 +64,7 @@ async def measure(base: str, runs: int) -> None:
         )
     if skipped:
         print(f"not measured (not served by this api, or no hello world here): {skipped}")
+    image_sizes()
 
 
 def image_sizes() -> None:
@@ -135,19 +81,5 @@ def image_sizes() -> None:
         print(f"{language.id:<12}{language.image:<28}{size:>8}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--url", default=os.environ.get("ICEE_API_URL"))
-    args = parser.parse_args()
-    if args.url:
-        asyncio.run(measure(args.url.rstrip("/"), args.runs))
-    else:
-        os.environ.setdefault("KUBECONFIG", "/var/lib/icee-cluster/kubeconfig")
-        with own_api() as url:
-            asyncio.run(measure(url, args.runs))
-    image_sizes()
-
-
 if __name__ == "__main__":
-    main()
+    run_main(__doc__, measure, lambda p: p.add_argument("--runs", type=int, default=10))

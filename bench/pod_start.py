@@ -18,6 +18,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 KUBECTL = str(Path(__file__).resolve().parents[1] / "cluster" / "kubectl")
 
@@ -28,8 +29,30 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
     ).stdout
 
 
-def one(namespace: str, runtime: str) -> float:
+def one(
+    namespace: str,
+    runtime: str,
+    image: str = "icee/sandbox-python:3.11",
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    resources: dict[str, Any] | None = None,
+    expect: str = "first",
+) -> float:
+    """Seconds from ``kubectl create`` to the pod's first output line (containerd's
+    timestamp of it). Default: ``python3 -c "print('first')"``. The pod has a memory
+    emptyDir at /workspace (its working directory), as a session's has."""
     name = f"bench-{runtime}-{uuid.uuid4().hex[:6]}"
+    container: dict[str, Any] = {
+        "name": "c",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "command": command or ["python3", "-c", f"print({expect!r})"],
+        "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+        "workingDir": "/workspace",
+        "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}],
+    }
+    if resources:
+        container["resources"] = resources
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -39,27 +62,23 @@ def one(namespace: str, runtime: str) -> float:
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
-            "containers": [
-                {
-                    "name": "c",
-                    "image": "icee/sandbox-python:3.11",
-                    "imagePullPolicy": "Never",
-                    "command": ["python3", "-c", "print('first')"],
-                }
-            ],
+            "containers": [container],
+            "volumes": [{"name": "workspace", "emptyDir": {"medium": "Memory"}}],
         },
     }
     start = time.time()
     kubectl("create", "-f", "-", stdin=json.dumps(pod))
-    kubectl(
-        "-n", namespace, "wait", f"pod/{name}",
-        "--for=jsonpath={.status.phase}=Succeeded", "--timeout=60s",
-    )  # fmt: skip
-    line = kubectl("-n", namespace, "logs", name, "--timestamps").splitlines()[0]
+    try:
+        kubectl(
+            "-n", namespace, "wait", f"pod/{name}",
+            "--for=jsonpath={.status.phase}=Succeeded", "--timeout=120s",
+        )  # fmt: skip
+        line = kubectl("-n", namespace, "logs", name, "--timestamps").splitlines()[0]
+    finally:
+        kubectl("-n", namespace, "delete", "pod", name, "--now", "--wait=false")
     stamp, text = line.split(" ", 1)
-    assert text == "first", line
+    assert text == expect, line
     first = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    kubectl("-n", namespace, "delete", "pod", name, "--now", "--wait=false")
     return first - start
 
 

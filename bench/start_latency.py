@@ -24,29 +24,15 @@ import asyncio
 import os
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
-from _common import (
-    bench_namespace,
-    create,
-    load_average,
-    loads,
-    percentile,
-    report,
-    start_api,
-    stop,
-    ws_url,
-)
-from icee_api.session.cluster import Cluster
+from _common import percentile, report
+from _timing import Watches, cluster_of, run_main, timed_session
 from icee_core import names
-from icee_kube.client import KubeClient
-from icee_kube.kubeconfig import load as load_kubeconfig
 from icee_kube.pods import ContainerState, container_state
 from pod_start import one as bare_pod
-from websockets.asyncio.client import connect
 
 HELLO = "print('Hello World')"
 # Timeline steps in order: (key, what it marks).
@@ -64,41 +50,33 @@ STEPS = [
 ]
 
 
-class Observer:
+class Timeline:
     """Arrival time of each step, per session id, from our own watches."""
 
-    def __init__(self, cluster: Cluster) -> None:
-        self._cluster = cluster
+    def __init__(self, watches: Watches) -> None:
         self.seen: dict[str, dict[str, float]] = {}
+        watches.sessions.append(self._on_session)
+        watches.pods.append(self._on_pod)
+        watches.started.append(self._on_event)
 
-    def mark(self, session_id: str, step: str) -> None:
-        self.seen.setdefault(session_id, {}).setdefault(step, time.perf_counter())
+    def mark(self, session_id: str, step: str, at: float | None = None) -> None:
+        self.seen.setdefault(session_id, {}).setdefault(step, at or time.perf_counter())
 
-    async def _follow(
-        self,
-        watch: Callable[[str | None, float], AsyncIterator[tuple[str, dict[str, Any]]]],
-        on: Callable[[dict[str, Any]], None],
-    ) -> None:
-        version: str | None = None
-        while True:
-            async for kind, obj in watch(version, 280):
-                version = obj.get("metadata", {}).get("resourceVersion") or version
-                if kind in ("ADDED", "MODIFIED"):
-                    on(obj)
-
-    def _on_event(self, obj: dict[str, Any]) -> None:
+    def _on_event(self, kind: str, obj: dict[str, Any]) -> None:
         sid = names.session_id_from_pod_name((obj.get("involvedObject") or {}).get("name") or "")
-        if sid is not None:
+        if sid is not None and kind in ("ADDED", "MODIFIED"):
             self.mark(sid, "started")
 
-    def _on_session(self, obj: dict[str, Any]) -> None:
+    def _on_session(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind not in ("ADDED", "MODIFIED"):
+            return
         self.mark(obj["metadata"]["name"], "cs_seen")
         if (obj.get("spec") or {}).get("start"):
             self.mark(obj["metadata"]["name"], "connected")
 
-    def _on_pod(self, obj: dict[str, Any]) -> None:
+    def _on_pod(self, kind: str, obj: dict[str, Any]) -> None:
         sid = names.session_id_from_pod_name(obj["metadata"]["name"])
-        if sid is None:
+        if sid is None or kind not in ("ADDED", "MODIFIED"):
             return
         self.mark(sid, "pod_added")
         if (obj.get("spec") or {}).get("nodeName"):
@@ -109,38 +87,17 @@ class Observer:
         elif state.kind in ("running", "terminated"):
             self.mark(sid, "running")
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[Observer]:
-        tasks = [
-            asyncio.create_task(self._follow(self._cluster.watch_sessions, self._on_session)),
-            asyncio.create_task(self._follow(self._cluster.watch_pods, self._on_pod)),
-            asyncio.create_task(self._follow(self._cluster.watch_started, self._on_event)),
-        ]
-        await asyncio.sleep(0.5)  # the watches are open
-        try:
-            yield self
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
-
-async def one(http: httpx.AsyncClient, base: str, observer: Observer) -> dict[str, float]:
+async def one(http: httpx.AsyncClient, base: str, steps: Timeline) -> dict[str, float]:
     """One session; returns its steps in seconds since the POST was sent."""
     t0 = time.perf_counter()
-    sid = await create(http, HELLO)
-    observer.mark(sid, "posted")
-    async with connect(ws_url(base, sid)) as ws:
-        async for raw in ws:
-            msg = loads(raw)
-            if msg["type"] == "state" and msg["state"] == "running":
-                observer.mark(sid, "attached")
-            if msg["type"] == "stdout":
-                observer.mark(sid, "first")
-            if msg["type"] == "state" and msg["state"] in ("finished", "terminated"):
-                observer.mark(sid, "final")
+    times = await timed_session(http, base, HELLO)
+    for key in ("posted", "running", "first", "final"):
+        value = getattr(times, key)
+        if value is not None:
+            steps.mark(times.session_id, "attached" if key == "running" else key, t0 + value)
     await asyncio.sleep(0.2)  # late watch events
-    return {step: at - t0 for step, at in observer.seen.pop(sid, {}).items()}
+    return {step: at - t0 for step, at in steps.seen.pop(times.session_id, {}).items()}
 
 
 def timeline(runs: list[dict[str, float]]) -> None:
@@ -159,20 +116,20 @@ def timeline(runs: list[dict[str, float]]) -> None:
         print("  " + " ".join(f"{k}={r[k] * 1000:.0f}" for k, _ in STEPS if k in r))
 
 
-async def bench(base: str, namespace: str, runs: int) -> None:
-    cluster = Cluster(KubeClient(load_kubeconfig()), namespace)
+async def bench(base: str, namespace: str, args: argparse.Namespace) -> None:
     apis: list[dict[str, float]] = []
     bare: list[float] = []
     loads_seen: list[float] = []
     async with AsyncExitStack() as stack:
-        stack.push_async_callback(cluster.close)
-        observer = await stack.enter_async_context(Observer(cluster).running())
+        watches = Watches(await stack.enter_async_context(cluster_of(namespace)))
+        steps = Timeline(watches)
+        await stack.enter_async_context(watches.running())
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=base, timeout=60))
-        await one(http, base, observer)  # warm-up: image cache, connections
+        await one(http, base, steps)  # warm-up: image cache, connections
         await asyncio.to_thread(bare_pod, "default", "gvisor")
-        for _ in range(runs):
+        for _ in range(args.runs):
             bare.append(await asyncio.to_thread(bare_pod, "default", "gvisor"))
-            apis.append(await one(http, base, observer))
+            apis.append(await one(http, base, steps))
             loads_seen.append(os.getloadavg()[0])
     firsts = [r["first"] for r in apis if "first" in r]
     report("api: POST -> first stdout byte", firsts)
@@ -186,23 +143,5 @@ async def bench(base: str, namespace: str, runs: int) -> None:
     timeline(apis)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", help="an api already running (default: start our own)")
-    parser.add_argument("--namespace", help="its sandbox namespace (with --url)")
-    parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args()
-    print(f"start latency ({load_average()})")
-    if args.url:
-        await bench(args.url, args.namespace or names.DEFAULT_NAMESPACE, args.runs)
-        return
-    with bench_namespace({}) as namespace:
-        proc, base = start_api(namespace)
-        try:
-            await bench(base, namespace, args.runs)
-        finally:
-            stop(proc)
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_main(__doc__, bench, lambda p: p.add_argument("--runs", type=int, default=20))
