@@ -104,6 +104,12 @@ def _last_pid() -> int:
     return int(Path("/proc/loadavg").read_text().split()[4])
 
 
+def _pids_since(first: int) -> int:
+    """Pids allocated since ``first`` was the last one (pids wrap at pid_max)."""
+    delta = _last_pid() - first
+    return delta if delta >= 0 else delta + int(Path("/proc/sys/kernel/pid_max").read_text())
+
+
 @dataclass
 class Usage:
     """CPU seconds per group over a phase, and the machine's own total."""
@@ -137,7 +143,9 @@ class Sampler:
 
     A process's CPU is its own time's growth between two samples; a group also gets its
     processes' growth of waited-for children's time (a shim's ``runsc`` commands), as
-    ``runsc commands (via shim)`` for a shim and as the parent's group otherwise.
+    ``runsc commands (via shim)`` for a shim and as the parent's group otherwise (not
+    for ``other``: a shell that reaps a job started before the sample would count all
+    of the job's past).
     """
 
     def __init__(self, own: dict[int, str] | None = None, interval: float = 1.0) -> None:
@@ -168,13 +176,14 @@ class Sampler:
                 child_group = (
                     "runsc commands (via shim)" if proc.group == "runsc shim" else proc.group
                 )
-                ticks[child_group] += max(0, child_delta)
+                if proc.group != "other":  # reaped grandchildren of old jobs: not ours
+                    ticks[child_group] += max(0, child_delta)
             before = now
         self.usage = Usage(
             seconds=time.monotonic() - t0,
             by_group=Counter({g: t / TICK for g, t in ticks.items()}),
             machine=(_machine_busy() - busy0) / TICK,
-            forks=max(0, _last_pid() - pid0),
+            forks=_pids_since(pid0),
             load=(load0, os.getloadavg()[0]),
             processes=Counter(p.group for p in before.values()),
         )
