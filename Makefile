@@ -4,7 +4,7 @@ VENV ?= $(HOME)/.cache/icee/venv
 PY := $(VENV)/bin/python
 export KUBECONFIG ?= /var/lib/icee-cluster/kubeconfig
 
-.PHONY: cluster cluster-down cluster-status images runner venv lint test test-unit test-security bench up ui
+.PHONY: cluster cluster-down cluster-status images runner venv lint test test-unit test-security bench bench-parts up ui
 
 up:                 ## the whole system: cluster, icee image, helm install; prints the UI address
 	bash cluster/deploy-icee.sh
@@ -30,7 +30,7 @@ VENV_FOR := $(CURDIR) $(shell sha256sum pyproject.toml | cut -c1-16)
 venv:
 	@if [ "$$(cat $(VENV)/.installed 2>/dev/null)" != "$(VENV_FOR)" ]; then \
 	  set -e; python3 -m venv $(VENV); $(VENV)/bin/pip install -q -U pip; \
-	  $(VENV)/bin/pip install -q -e '.[dev]'; echo "$(VENV_FOR)" > $(VENV)/.installed; fi
+	  $(VENV)/bin/pip install -q -e '.[dev,bench]'; echo "$(VENV_FOR)" > $(VENV)/.installed; fi
 
 lint: venv          ## ruff and mypy
 	$(VENV)/bin/ruff check .
@@ -59,10 +59,13 @@ test: venv ui        ## everything: lint, unit, integration and end-to-end tests
 	# Last: these kill and rebuild the cluster.
 	$(VENV)/bin/pytest tests/lifecycle -q
 
-bench: venv         ## benchmarks on the local cluster: figures, not pass/fail
+bench: venv         ## the benchmark matrix on the local cluster (~20 min): figures, not pass/fail
+	$(PY) bench/matrix.py
+
+bench-parts: venv   ## the single benchmarks, one after another
 	$(PY) bench/pod_start.py --runs 10
-	@for b in bench/start_latency.py bench/warm_start.py bench/exit_to_final.py bench/echo_rtt.py bench/idle_ws_memory.py bench/languages.py bench/runner.py; do \
-	  if [ -f $$b ]; then echo "== $$b"; $(PY) $$b || exit 1; fi; done
+	@for b in start_latency warm_start exit_to_final echo_rtt density idle_ws_memory languages runner; do \
+	  echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 ui:                 ## build the browser UI bundle into ui/dist
 	@if [ -f ui/package.json ]; then cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build; fi
