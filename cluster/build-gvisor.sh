@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compile the pinned gVisor (runsc and containerd-shim-runsc-v1) from the Go
-# module gvisor.dev/gvisor into the cache. Three small patches make it work on
+# module gvisor.dev/gvisor into the cache. Four small patches make it work on
 # these machines (below); the cache is keyed by the version and by this script,
 # so a change to either rebuilds, and a second run is a no-op. Prints the
 # directory holding the two binaries.
@@ -108,6 +108,20 @@ patch_vendored gvisor.dev/gvisor/pkg/shim/v1/utils/volumes.go <<'GO'
 				}
 				updated = true
 			}
+GO
+
+# 4. A terminal's input queue holding only an end of file (Ctrl-D on an empty line
+# in canonical mode) is readable (read returns 0), but poll and epoll did not say
+# so: a program reading its terminal through an event loop (Node) never saw the
+# end of its input. Report it readable, as Linux's n_tty does.
+patch_vendored gvisor.dev/gvisor/pkg/sentry/fsimpl/devpts/queue.go <<'GO'
+	if len(q.readBuf) > 0 && q.readable {
+		return waiter.ReadableEvents
+	}
+----
+	if q.readable {
+		return waiter.ReadableEvents
+	}
 GO
 
 rm -rf "$out.tmp" && mkdir -p "$out.tmp"

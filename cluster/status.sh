@@ -15,6 +15,11 @@ done
 # (Read whole: with pipefail, `| head -1` would fail it on SIGPIPE.)
 if runsc_version="$("$(gvisor_bin_dir)/runsc" --version 2>/dev/null)"; then
   say "  gvisor: ${runsc_version%%$'\n'*}"
+  # A running cluster started with another build (before a patch changed): not up.
+  if [[ -f "$ICEE_STATE/config/runsc.toml" ]] \
+    && ! grep -qF "binary_name = \"$(gvisor_bin_dir)/runsc\"" "$ICEE_STATE/config/runsc.toml"; then
+    say "  gvisor: the cluster runs another build than $(gvisor_bin_dir) (make cluster restarts it)"; ok=0
+  fi
 else
   say "  gvisor: runsc $GVISOR_VERSION MISSING (cluster/build-gvisor.sh)"; ok=0
 fi

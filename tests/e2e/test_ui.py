@@ -415,11 +415,6 @@ def test_pipe_mode_keeps_stderr_red(page: Page, screenshots: Path) -> None:
     expect(page.get_by_test_id("mode-pipe")).to_be_checked()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, sandbox side: under gVisor's pty a blocking read sees VEOF (Python, "
-    "Java, C++, Ruby end), but Node's event-loop stdin never gets its 'end'",
-)
 def test_tty_eof_ends_node_readline(page: Page) -> None:
     """Send EOF (the terminal's VEOF) ends the JavaScript starter in tty mode."""
     pick_language(page, "javascript")

@@ -379,6 +379,26 @@ def test_tty_resize_reaches_the_program_as_sigwinch(ws: Path) -> None:
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed on this host")
+def test_tty_ctrl_d_ends_node_event_loop_stdin(ws: Path) -> None:
+    # Node reads its terminal through epoll: the end of input must wake it (under
+    # gVisor that took a patch to its pty's poll readiness: cluster/build-gvisor.sh).
+    src = (
+        "process.stdin.on('data', (d) => process.stdout.write('got ' + d.length + '\\n'));\n"
+        "process.stdin.on('end', () => { console.log('the end'); process.exit(0); });\n"
+        "console.log('ready');\n"
+    )
+    r = Runner.start(
+        ws, request(f"exec {NODE} main.js", files=[("main.js", src.encode())], tty=(80, 24))
+    )
+    r.wait_output(b"ready")
+    r.send(frame("I", b"ab\r"))
+    r.wait_output(b"got 3")
+    r.send(frame("I", b"\x04"))
+    assert r.finish(timeout=15) == 0
+    assert b"the end" in r.output()
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed on this host")
 def test_tty_node_readline_close_exits_by_itself(ws: Path) -> None:
     src = (
         "const readline = require('readline');\n"
