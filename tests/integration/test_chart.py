@@ -16,8 +16,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.cluster
@@ -55,6 +57,64 @@ def test_chart_lints_and_schema_rejects_unknown_keys(helm: str) -> None:
     assert "additional properties 'replicaz' not allowed" in bad.stdout + bad.stderr
 
 
+def template(helm: str, *sets: str) -> list[dict[str, Any]]:
+    """The chart rendered with `--set`s, as objects (tests, CRDs left out)."""
+    argv = [helm, "template", "icee", str(CHART), "--namespace", "icee-system", "--skip-tests"]
+    for value in sets:
+        argv += ["--set", value]
+    return [doc for doc in yaml.safe_load_all(run(*argv).stdout) if doc]
+
+
+def test_chart_values_and_schema_cover_the_pools(helm: str) -> None:
+    objects = template(
+        helm, "pools.sizes.python=3", "pools.sizes.java=0", "pools.maxAgeSeconds=600"
+    )
+    pools = {o["metadata"]["name"]: o for o in objects if o["kind"] == "SandboxPool"}
+    # One pool per language in pools.sizes, in the sandbox namespace; 0 keeps it (off).
+    assert set(pools) == {"python", "javascript", "java", "cpp", "ruby"}
+    assert pools["python"]["metadata"]["namespace"] == "icee-sandbox"
+    assert pools["python"]["spec"] == {"language": "python", "replicas": 3, "maxAgeSeconds": 600}
+    assert pools["java"]["spec"]["replicas"] == 0
+    for bad, says in (
+        ("pools.sizes.python=-1", "minimum"),
+        ("pools.sizes.python=1000", "maximum"),
+        ("pools.sizes.Py_thon=1", "Py_thon"),
+        ("pools.maxAgeSeconds=5", "minimum"),
+        ("pools.size=1", "additional properties 'size' not allowed"),
+    ):
+        refused = run(helm, "template", "icee", str(CHART), "--set", bad, check=False)
+        assert refused.returncode != 0, bad
+        assert says in refused.stderr, (bad, refused.stderr)
+
+
+def test_chart_elects_a_leader_only_with_several_operators(helm: str) -> None:
+    def operator_env_and_lease_rule(*sets: str) -> tuple[dict[str, str], bool]:
+        objects = template(helm, *sets)
+        deployment = next(
+            o
+            for o in objects
+            if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-operator")
+        )
+        env = {
+            e["name"]: e.get("value", "")
+            for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        role = next(
+            o
+            for o in objects
+            if o["kind"] == "Role" and o["metadata"]["name"].endswith("-operator")
+        )
+        rule = any("leases" in r["resources"] for r in role["rules"])
+        return env, rule
+
+    env, lease_rule = operator_env_and_lease_rule()
+    assert "ICEE_LEADER_LEASE" not in env
+    assert not lease_rule
+    env, lease_rule = operator_env_and_lease_rule("operator.replicas=2")
+    assert env["ICEE_LEADER_LEASE"] == "icee-operator"
+    assert lease_rule
+
+
 def test_manifests_match_the_chart(helm: str) -> None:
     rendered = run(
         "bash", str(REPO / "manifests" / "render.sh"), timeout=60, check=True
@@ -84,6 +144,8 @@ def release(helm: str) -> Iterator[Release]:
         "--set", "image.pullPolicy=Never", "--set", "sandbox.imagePullPolicy=Never",
         "--set", f"sandbox.namespace={rel.sandbox}", "--set", "sandbox.createRuntimeClass=false",
         "--set", "api.service.type=NodePort", "--set", "api.shutdownGraceSeconds=5",
+        # Two operators: one leads (a Lease), the other stands by.
+        "--set", "operator.replicas=2",
         # One warm pod in all: the node has 2 cores.
         "--set", "pools.sizes.python=1", "--set", "pools.sizes.javascript=0",
         "--set", "pools.sizes.java=0", "--set", "pools.sizes.cpp=0", "--set", "pools.sizes.ruby=0",
@@ -109,7 +171,23 @@ def test_install_brings_api_and_operator_up(release: Release) -> None:
     ready = {
         d["metadata"]["name"]: d["status"].get("readyReplicas", 0) for d in deployments["items"]
     }
-    assert ready == {f"{release.name}-api": 1, f"{release.name}-operator": 1}
+    assert ready == {f"{release.name}-api": 1, f"{release.name}-operator": 2}
+
+
+def test_one_operator_leads_the_other_stands_by(release: Release) -> None:
+    pods = kubectl(
+        "-n", release.namespace, "get", "pods", "-l", "app.kubernetes.io/component=operator",
+        "-o", "jsonpath={.items[*].metadata.name}",
+    ).split()  # fmt: skip
+    assert len(pods) == 2, pods
+    holder = kubectl(
+        "-n", release.sandbox, "get", "lease", f"{release.name}-operator",
+        "-o", "jsonpath={.spec.holderIdentity}",
+    )  # fmt: skip
+    leaders = [pod for pod in pods if holder.startswith(f"{pod}-")]
+    assert len(leaders) == 1, (holder, pods)
+    (standby,) = set(pods) - set(leaders)
+    assert "standing by" in kubectl("-n", release.namespace, "logs", standby)
 
 
 def test_interactive_session_through_the_in_cluster_api(release: Release) -> None:
@@ -167,6 +245,27 @@ def test_pools_reach_their_size_after_install(release: Release) -> None:
     table = kubectl("-n", release.sandbox, "get", "sandboxpools")
     assert re.search(r"^python\s+python\s+1\s+1\s+0\s", table, re.M), table
     assert re.search(r"^ruby\s+ruby\s+0\s", table, re.M), table
+
+
+def test_kubectl_scale_sandboxpool_of_the_release(release: Release) -> None:
+    def ready() -> str:
+        return kubectl(
+            "-n", release.sandbox, "get", "sandboxpool", "python", "-o", "jsonpath={.status.ready}"
+        )  # fmt: skip
+
+    kubectl("-n", release.sandbox, "scale", "sandboxpool", "python", "--replicas=2")
+    deadline = time.monotonic() + 120
+    while ready() != "2":
+        assert time.monotonic() < deadline, f"python pool not scaled up: {ready()!r}"
+        time.sleep(1)
+    path = f"/apis/icee.dev/v1alpha1/namespaces/{release.sandbox}/sandboxpools/python/scale"
+    scale = json.loads(kubectl("get", "--raw", path))
+    assert (scale["spec"]["replicas"], scale["status"]["replicas"]) == (2, 2)
+    kubectl("-n", release.sandbox, "scale", "sandboxpool", "python", "--replicas=1")
+    deadline = time.monotonic() + 120
+    while ready() != "1":
+        assert time.monotonic() < deadline, f"python pool not scaled down: {ready()!r}"
+        time.sleep(1)
 
 
 def test_helm_test_runs_a_session(helm: str, release: Release) -> None:
