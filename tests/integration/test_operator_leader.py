@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,16 +41,17 @@ class Replicas:
         self.namespace = namespace
         self.logs = logs
 
-    def start(self) -> Process:
+    def start(self) -> tuple[Process, int]:
+        port = free_port()
         env = {
             "ICEE_NAMESPACE": self.namespace,
-            "ICEE_HEALTH_PORT": str(free_port()),
+            "ICEE_HEALTH_PORT": str(port),
             "ICEE_LEADER_LEASE": LEASE,
             "ICEE_LEADER_LEASE_SECONDS": str(LEASE_SECONDS),
             "ICEE_LEADER_RENEW_SECONDS": "2",
             "ICEE_LEADER_RETRY_SECONDS": "1",
         }
-        return start_process("operator", [str(BIN / "icee-operator")], env, self.logs)
+        return start_process("operator", [str(BIN / "icee-operator")], env, self.logs), port
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         return kubectl("-n", self.namespace, *args, check=check)
@@ -102,7 +104,7 @@ def replicas(kubeconfig: str, process_logs: Path) -> Iterator[Replicas]:
 def test_only_the_lease_holder_keeps_the_pool_and_a_standby_takes_over(
     replicas: Replicas,
 ) -> None:
-    first, second = replicas.start(), replicas.start()
+    (first, first_port), (second, second_port) = replicas.start(), replicas.start()
     try:
         wait_for("a lease holder", lambda: bool(replicas.holder()), within=60)
         wait_for("both replicas announced", lambda: bool(identity(first) and identity(second)))
@@ -118,6 +120,10 @@ def test_only_the_lease_holder_keeps_the_pool_and_a_standby_takes_over(
         assert "standing by" in standby_log
         assert not STARTED.search(standby_log), standby.tail()
         assert "Handler" not in standby_log  # kopf never ran there
+        # The standby answers its liveness probe (the kubelet would restart it otherwise).
+        port = first_port if standby is first else second_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            assert response.status == 200
 
         # The leader dies without a word; its warm pod goes too, so the pool needs a refill.
         leader.stop(signal.SIGKILL)
