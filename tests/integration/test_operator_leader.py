@@ -139,9 +139,25 @@ def test_only_the_lease_holder_keeps_the_pool_and_a_standby_takes_over(
         wait_for("the new leader's warm pod ready", lambda: len(replicas.ready_warm_pods()) == 1)
         assert STARTED.search(standby.log.read_text()), standby.tail()
 
-        # A leader that is stopped hands over at once: it clears the holder.
-        assert standby.stop(signal.SIGTERM) == 0, standby.tail()
-        assert replicas.holder() == ""
+        # A leader whose Lease was taken (here by hand) stops acting and exits non-zero
+        # (its container restarts as a standby); the next standby waits the lease out.
+        third, _ = replicas.start()
+        try:
+            wait_for("a third replica standing by", lambda: bool(identity(third)))
+            intruder = {"spec": {"holderIdentity": "intruder", "renewTime": None}}
+            replicas.kubectl("patch", "lease", LEASE, "--type=merge", "-p", json.dumps(intruder))
+            assert standby.popen.wait(timeout=30) == 1, standby.tail()
+            assert "lost the lease" in standby.log.read_text()
+            wait_for(
+                "the third replica to take the lease over",
+                lambda: replicas.holder() == identity(third),
+                within=4 * LEASE_SECONDS,
+            )
+            # A leader that is stopped hands over at once: it clears the holder.
+            assert third.stop(signal.SIGTERM) == 0, third.tail()
+            assert replicas.holder() == ""
+        finally:
+            third.stop()
     finally:
         first.stop()
         second.stop()
