@@ -180,10 +180,13 @@ def test_one_operator_leads_the_other_stands_by(release: Release) -> None:
         "-o", "jsonpath={.items[*].metadata.name}",
     ).split()  # fmt: skip
     assert len(pods) == 2, pods
-    holder = kubectl(
-        "-n", release.sandbox, "get", "lease", f"{release.name}-operator",
-        "-o", "jsonpath={.spec.holderIdentity}",
-    )  # fmt: skip
+    # Installed and running is not elected yet: the operators start in a few seconds.
+    lease = ("-n", release.sandbox, "get", "lease", f"{release.name}-operator")
+    deadline = time.monotonic() + 120
+    while not (holder := kubectl(*lease, "-o=jsonpath={.spec.holderIdentity}", check=False)):
+        logs = [kubectl("-n", release.namespace, "logs", pod, check=False) for pod in pods]
+        assert time.monotonic() < deadline, f"no operator holds the lease: {logs}"
+        time.sleep(1)
     leaders = [pod for pod in pods if holder.startswith(f"{pod}-")]
     assert len(leaders) == 1, (holder, pods)
     (standby,) = set(pods) - set(leaders)
