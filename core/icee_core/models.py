@@ -54,7 +54,8 @@ class Limits(WireModel):
 
 
 class Timeouts(WireModel):
-    # Wall-clock cap from pod start (the pod's activeDeadlineSeconds).
+    # Wall-clock cap from the program's start (the operator's deadline; the pod's
+    # activeDeadlineSeconds is only a backstop).
     execution_seconds: int = Field(default=120, ge=1, le=86400)
     # No I/O in either direction for this long ends the session; enforced by the api.
     idle_seconds: int = Field(default=30, ge=1, le=86400)

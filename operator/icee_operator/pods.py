@@ -8,6 +8,7 @@ source files and commands over the attach stream, so the pod carries no code.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from icee_core import names
@@ -57,6 +58,16 @@ def sandbox_uid(session_id: str, settings: OperatorSettings) -> int:
     return settings.sandbox_uid_base + offset % settings.sandbox_uid_count
 
 
+def backstop_deadline(execution_seconds: int, settings: OperatorSettings) -> int:
+    """The pod's activeDeadlineSeconds: never before the operator's own deadline.
+
+    The kubelet counts it from the pod's start, the operator from the program's,
+    which on a loaded node comes many seconds later (sandbox creation), at most the
+    start timeout later (the operator ends a session that took longer: StartFailed).
+    """
+    return execution_seconds + math.ceil(settings.start_timeout_seconds) + DEADLINE_BACKSTOP_SECONDS
+
+
 def build_pod(
     session_id: str,
     spec: CodeSessionSpec,
@@ -73,7 +84,7 @@ def build_pod(
         "restartPolicy": "Never",
         # The operator ends the session at its execution deadline (repair.py); the
         # kubelet's deadline, checked on its own schedule, is only the backstop.
-        "activeDeadlineSeconds": spec.timeouts.execution_seconds + DEADLINE_BACKSTOP_SECONDS,
+        "activeDeadlineSeconds": backstop_deadline(spec.timeouts.execution_seconds, settings),
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,

@@ -25,6 +25,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,25 @@ class ApiServer:
                 await asyncio.sleep(0.25)
         raise AssertionError(f"session {session_id} did not end within {within} s: {body}")
 
+    async def deadline_lateness(self, session_id: str, transcript: Transcript) -> float:
+        """Seconds from the session's execution deadline (its CodeSession's startedAt +
+        executionSeconds) to its final state at the client; checks the status's times too.
+        """
+        async with self.http() as http:
+            view = (await http.get(f"/session/{session_id}")).json()
+        obj = json.loads(
+            kubectl("get", "codesession", session_id, "-n", self.namespace, "-o", "json")
+        )
+        seconds = obj["spec"]["timeouts"]["executionSeconds"]
+        started = datetime.fromisoformat(view["startedAt"]).timestamp()
+        finished = datetime.fromisoformat(view["finishedAt"]).timestamp()
+        deadline = started + seconds
+        assert transcript.final_at is not None, transcript.messages
+        late = transcript.final_at - deadline
+        # Times in the status have a resolution of a second (the kubelet's startedAt).
+        assert -1 <= finished - deadline <= late + 1, (view, late)
+        return late
+
     async def wait_pod_gone(self, session_id: str, within: float = 30) -> None:
         for _ in range(int(within / 0.25)):
             if not self.pod_exists(session_id):
@@ -264,6 +284,9 @@ class Transcript:
     messages: list[dict[str, Any]] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
+    # When the final state arrived, by the client's wall clock (time.time()), to
+    # compare with the CodeSession's times.
+    final_at: float | None = None
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["type"] == kind]
@@ -307,6 +330,8 @@ class LiveSession:
         raw = await asyncio.wait_for(self.ws.recv(), within)
         msg: dict[str, Any] = json.loads(raw)
         self.transcript.messages.append(msg)
+        if msg["type"] == "state" and msg["state"] in ("finished", "terminated"):
+            self.transcript.final_at = time.time()
         return msg
 
     async def until(

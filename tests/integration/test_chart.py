@@ -5,10 +5,12 @@ uninstall that leaves nothing behind. Nothing is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
-from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 pytestmark = pytest.mark.cluster
 
@@ -194,17 +197,17 @@ def test_one_operator_leads_the_other_stands_by(release: Release) -> None:
 
 
 def test_interactive_session_through_the_in_cluster_api(release: Release) -> None:
+    interactive_session(release)
+
+
+def interactive_session(release: Release, headers: dict[str, str] | None = None) -> None:
     base = f"127.0.0.1:{release.port}"
     code = "name = input('name? ')\nage = input('age? ')\nprint(f'{name} is {age}')\n"
-    body = json.dumps({"language": "python", "code": code}).encode()
-    request = urllib.request.Request(
-        f"http://{base}/session", body, {"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 201
-        session_id = json.load(response)["sessionId"]
+    session_id = create_session(release, code, headers)
     stdout, final = "", None
-    with connect(f"ws://{base}/ws/session/{session_id}", open_timeout=30) as ws:
+    with connect(
+        f"ws://{base}/ws/session/{session_id}", open_timeout=30, additional_headers=headers
+    ) as ws:
         sent = 0
         for raw in ws:
             message = json.loads(raw)
@@ -233,6 +236,19 @@ def test_interactive_session_through_the_in_cluster_api(release: Release) -> Non
     row = next(line for line in listed.splitlines() if line.startswith(session_id))
     assert "python" in row
     assert "Finished" in row
+
+
+def create_session(release: Release, code: str, headers: dict[str, str] | None = None) -> str:
+    body = json.dumps({"language": "python", "code": code}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{release.port}/session",
+        body,
+        {"content-type": "application/json", **(headers or {})},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 201
+        session_id: str = json.load(response)["sessionId"]
+    return session_id
 
 
 def test_pools_reach_their_size_after_install(release: Release) -> None:
@@ -316,6 +332,243 @@ def test_tokens_on_refuse_anonymous_calls_and_helm_test_passes(helm: str, releas
     # it gets 401 (it exits non-zero otherwise) and runs a session with it.
     result = run(helm, "test", release.name, "-n", release.namespace, "--timeout", "3m")
     assert re.search(r"Phase:\s+Succeeded", result.stdout), result.stdout
+
+
+# -- helm upgrade while sessions stream -------------------------------------------
+
+# Reads lines until "bye", says it and ends; the client's beats keep it from idling
+# while the new api comes up.
+READER = (
+    "import sys\n"
+    "print('ready', flush=True)\n"
+    "for line in sys.stdin:\n"
+    "    if line == 'bye\\n':\n"
+    "        print('bye', flush=True)\n"
+    "        break\n"
+)
+TICKER = (
+    "import itertools, time\n"
+    "print('ready', flush=True)\n"
+    "for i in itertools.count():\n"
+    "    print(i, flush=True)\n"
+    "    time.sleep(0.5)\n"
+)
+FINAL_STATES = ("finished", "terminated")
+
+
+class StreamClient(threading.Thread):
+    """One client's WebSocket, read to its end in a thread of its own.
+
+    Records every message, the first final ``state`` and whether anything came
+    after it, and how the socket closed. ``beat``: send an input line every few
+    seconds (a session waiting on input is otherwise idle); ``bye`` (an event):
+    once set, send "bye" so that the program ends by itself.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        *,
+        beat: bool = False,
+        bye: threading.Event | None = None,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.url, self.headers, self.beat, self.bye = url, headers, beat, bye
+        self.messages: list[dict[str, Any]] = []
+        self.final: dict[str, Any] | None = None
+        self.after_final: list[dict[str, Any]] = []
+        self.closed: str | None = None
+        self.error: str | None = None
+        self.ready = threading.Event()
+        self.final_at: float | None = None
+
+    @property
+    def stdout(self) -> str:
+        return "".join(m["data"] for m in self.messages if m["type"] == "stdout")
+
+    def run(self) -> None:
+        try:
+            with connect(self.url, open_timeout=60, additional_headers=self.headers) as ws:
+                self._read(ws)
+        except Exception as exc:  # recorded; the test asserts on it
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.ready.set()
+
+    def _read(self, ws: ClientConnection) -> None:
+        last_beat, said_bye = time.monotonic(), False
+        while True:
+            if self.bye is not None and self.bye.is_set() and not said_bye:
+                ws.send(json.dumps({"type": "input", "data": "bye\n"}))
+                said_bye = True
+            if self.beat and self.final is None and time.monotonic() - last_beat > 5:
+                with contextlib.suppress(ConnectionClosed):
+                    ws.send(json.dumps({"type": "input", "data": "beat\n"}))
+                last_beat = time.monotonic()
+            try:
+                message = json.loads(ws.recv(timeout=0.5))
+            except TimeoutError:
+                continue
+            except ConnectionClosed as closed:
+                self.closed = f"{closed.rcvd.code if closed.rcvd else None} {closed}"
+                return
+            self.messages.append(message)
+            if self.final is not None:
+                self.after_final.append(message)
+            elif message["type"] == "state" and message["state"] in FINAL_STATES:
+                self.final, self.final_at = message, time.monotonic()
+            if message["type"] == "stdout" and "ready" in self.stdout:
+                self.ready.set()
+
+    def summary(self) -> str:
+        return f"final={self.final} closed={self.closed} error={self.error} {self.messages[-8:]}"
+
+
+def auth_headers() -> dict[str, str]:
+    """The test token; ignored unless the tokens test turned tokens on before."""
+    return {"authorization": f"Bearer {HELM_TEST_TOKEN}"}
+
+
+def component_pods(release: Release, component: str) -> set[str]:
+    names = kubectl(
+        "-n", release.namespace, "get", "pods", "-l", f"app.kubernetes.io/component={component}",
+        "-o", "jsonpath={.items[*].metadata.name}",
+    )  # fmt: skip
+    return set(names.split())
+
+
+def wait_until_deleting(release: Release, pod: str, within: float) -> float:
+    """Until the pod is being deleted (its drain began); returns when (monotonic)."""
+    deadline = time.monotonic() + within
+    while not kubectl(
+        "-n", release.namespace, "get", "pod", pod, "--ignore-not-found",
+        "-o", "jsonpath={.metadata.deletionTimestamp}",
+    ):  # fmt: skip
+        assert time.monotonic() < deadline, f"{pod} was not replaced within {within:g} s"
+        time.sleep(0.3)
+    return time.monotonic()
+
+
+def final_phase(release: Release, session_id: str, within: float) -> dict[str, Any]:
+    """The CodeSession's status once its phase is final (the operator's, after the rollout)."""
+    deadline = time.monotonic() + within
+    while True:
+        status = (
+            json.loads(
+                kubectl("-n", release.sandbox, "get", "codesession", session_id, "-o", "json")
+            ).get("status")
+            or {}
+        )
+        if status.get("phase") in ("Finished", "Terminated"):
+            return dict(status)
+        assert time.monotonic() < deadline, f"{session_id} stranded: {status}"
+        time.sleep(1)
+
+
+def test_upgrade_gives_every_stream_a_final_state(helm: str, release: Release) -> None:
+    """`helm upgrade` rolls the api and the operator while sessions stream.
+
+    Two sessions run on (one waiting on input, one printing), one ends by itself
+    during the old api's drain, one was created but not connected yet. Every client
+    gets a final ``state`` before its socket closes, every CodeSession ends with a
+    reason, and sessions work through the new pods.
+    """
+    headers = auth_headers()
+    ws = f"ws://127.0.0.1:{release.port}/ws/session/"
+    (old_api,) = component_pods(release, "api")
+    old_operator = component_pods(release, "operator")
+    bye = threading.Event()
+    ids = {
+        "waiting": create_session(release, READER, headers),
+        "printing": create_session(release, TICKER, headers),
+        "finishing": create_session(release, READER, headers),
+    }
+    clients = {
+        "waiting": StreamClient(ws + ids["waiting"], headers, beat=True),
+        "printing": StreamClient(ws + ids["printing"], headers),
+        "finishing": StreamClient(ws + ids["finishing"], headers, beat=True, bye=bye),
+    }
+    for client in clients.values():
+        client.start()
+    for name, client in clients.items():
+        assert client.ready.wait(120), f"{name} did not start: {client.summary()}"
+        assert client.error is None, f"{name}: {client.summary()}"
+        assert client.final is None, f"{name} ended before the upgrade: {client.summary()}"
+    ids["unconnected"] = create_session(release, "print('late')", headers)
+    # New pod templates for both: the api rolls (surge first, then the old one
+    # drains), the operator is recreated meanwhile.
+    started = time.monotonic()
+    upgrade = subprocess.Popen(
+        [helm, "upgrade", release.name, str(CHART), "-n", release.namespace, "--reuse-values",
+         "--set", "api.shutdownGraceSeconds=10", "--set", "sandbox.retentionSeconds=299",
+         "--wait", "--timeout", "5m"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        drain = wait_until_deleting(release, old_api, 240)
+        bye.set()  # within the grace: this one ends by itself
+        output, _ = upgrade.communicate(timeout=300)
+    finally:
+        if upgrade.poll() is None:
+            upgrade.kill()
+    assert upgrade.returncode == 0, output
+    for name, client in clients.items():
+        client.join(120)
+        assert not client.is_alive(), f"{name} still open: {client.summary()}"
+    print(
+        f"upgrade: drain began {drain - started:.1f} s after helm upgrade; finals "
+        + ", ".join(
+            f"{n} {c.final_at - drain:+.1f} s" for n, c in clients.items() if c.final_at is not None
+        )
+    )
+    report = "\n".join(f"{n}: {c.summary()}" for n, c in clients.items())
+    for client in clients.values():
+        # The socket never closes before the final state, and nothing follows it.
+        assert client.error is None, report
+        assert client.final is not None, report
+        assert client.after_final == [], report
+    assert clients["finishing"].stdout == "ready\nbye\n", report
+    assert (clients["finishing"].final["state"], clients["finishing"].final["reason"]) == (
+        "finished",
+        "Completed",
+    ), report
+    for name in ("waiting", "printing"):
+        final = clients[name].final
+        assert final is not None
+        assert (final["state"], final["reason"]) == ("terminated", "ServerShutdown"), report
+    # The unconnected one's client comes after the upgrade, to the new api: whatever
+    # became of the session, the client is told how it ended.
+    late = StreamClient(ws + ids["unconnected"], headers)
+    late.run()
+    assert late.error is None, late.summary()
+    assert late.final is not None, late.summary()
+    assert late.final["reason"], late.summary()
+    # No session is stranded: the new operator gives each a final phase and reason.
+    for name, session_id in ids.items():
+        status = final_phase(release, session_id, 120)
+        assert status.get("reason"), f"{name}: {status}"
+    assert old_api not in component_pods(release, "api")
+    assert not old_operator & component_pods(release, "operator")
+    # And sessions run end to end through the new api and operator.
+    interactive_session(release, headers)
+
+
+def test_two_operators_elect_one_through_peering(helm: str, release: Release) -> None:
+    run(
+        helm, "upgrade", release.name, str(CHART), "-n", release.namespace, "--reuse-values",
+        "--set", "operator.replicas=2", "--wait", "--timeout", "5m",
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        peering = json.loads(
+            kubectl("-n", release.sandbox, "get", "kopfpeering", release.name, "-o", "json")
+        )
+        if len(peering.get("status") or {}) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(peering.get("status") or {}) == 2, peering.get("status")
+    interactive_session(release, auth_headers())
 
 
 def test_uninstall_leaves_nothing_behind(helm: str, release: Release) -> None:

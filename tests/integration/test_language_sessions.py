@@ -46,6 +46,9 @@ CONCURRENCY = 6
 # after POST, 9 s for C++).
 LOOP_SECONDS = {"java": 20, "cpp": 20}
 LOOP_SECONDS_DEFAULT = 10
+# How late the final state of a session ended by its execution deadline may reach
+# its client (issue 11: "within a second or two", on a loaded node).
+DEADLINE_SLACK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,9 @@ class Outcome:
     seconds: float = 0.0
     # Seconds from POST to each message after the dialogue (for failure messages).
     arrivals: list[float] = field(default_factory=list)
+    # Seconds from the execution deadline to the final state at the client (for the
+    # cases that ask for one).
+    deadline_lateness: float | None = None
 
     def timeline(self) -> list[tuple[float, dict[str, Any]]]:
         if self.transcript is None:
@@ -264,6 +270,10 @@ async def _drive(api: ApiServer, language: str, program: Program) -> Outcome:
                         outcome.arrivals.append(time.monotonic() - started)
                 # The server has closed: this only records the close code and reason.
                 outcome.transcript = await session.finish(program.within)
+            if "timeouts" in program.request:
+                outcome.deadline_lateness = await api.deadline_lateness(
+                    session.id, outcome.transcript
+                )
     except Exception as exc:  # recorded for the test of this case; the others go on
         outcome.error = f"{type(exc).__name__}: {exc}"
         if session is not None:
@@ -438,9 +448,12 @@ def test_infinite_loop_hits_the_execution_timeout(
     assert (t.stdout, t.stderr) == ("looping\n", ""), outcome.timeline()
     assert t.final["state"] == "terminated"
     assert t.final["reason"] == "TimeLimitExceeded"
-    # Ended by the deadline (reason above), which counts from the pod's start: on a
-    # loaded 2-core node the pod may start many seconds after the POST.
-    assert seconds <= outcome.seconds < seconds + 60
+    # Ended by the deadline (reason above), which counts from the program's start
+    # (the CodeSession's startedAt): the client hears it within a few seconds of
+    # that time, with the other sessions of this file (and whatever else) running.
+    assert outcome.deadline_lateness is not None
+    print(f"{language}: final state {outcome.deadline_lateness:.2f} s after the deadline")
+    assert 0 <= outcome.deadline_lateness <= DEADLINE_SLACK_SECONDS, outcome.timeline()
 
 
 # -- Java inside the SPEC's limits ----------------------------------------------------

@@ -18,6 +18,7 @@ with warnings.catch_warnings():
     # starlette 1.x prefers `httpx2` for its TestClient; plain httpx still works.
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
+    from starlette.testclient import WebSocketDenialResponse
 
 from icee_api.app import create_app
 from icee_api.settings import Settings
@@ -294,6 +295,19 @@ def test_draining_refuses_new_sessions(api: TestClient) -> None:
     r = api.post("/session", json={"language": "python", "code": "x"})
     assert r.status_code == 503
     assert api.get("/readyz").status_code == 503
+
+
+def test_draining_refuses_new_websockets(api: TestClient) -> None:
+    # Before the handshake: a socket accepted now would be cut at the drain's end.
+    api.app.state.services.live.draining = True  # type: ignore[attr-defined]
+    with (
+        pytest.raises(WebSocketDenialResponse) as refused,
+        api.websocket_connect(f"/ws/session/{ID}"),
+    ):
+        pass  # pragma: no cover
+    assert refused.value.status_code == 503
+    assert "shutting down" in refused.value.json()["detail"]
+    assert 'icee_websockets_rejected_total{why="draining"} 1.0' in api.get("/metrics").text
 
 
 # -- admission, tokens, origin (issue 9) ---------------------------------------------

@@ -90,6 +90,8 @@ class Harness:
         tty = limits.pop("tty", False)
         self.attach = FakeAttach()
         self.terminations: list[tuple[str, str]] = []
+        # Set when the operator's status says the session was ended.
+        self.operator_ended = asyncio.Event()
         self.bridge = Bridge(
             self.session,
             self.client,
@@ -97,6 +99,7 @@ class Harness:
             StreamLimits(**(defaults | limits)),
             self._terminate,
             tty=tty,
+            operator_ended=self.operator_ended.wait,
         )
 
     async def _terminate(self, reason: str, message: str) -> None:
@@ -419,3 +422,28 @@ async def test_external_termination_goes_through_the_bridge(reason: str) -> None
     await h.bridge.request_termination("IdleTimeout", "second")
     assert await run is BridgeEnd.PROGRAM_ENDED
     assert h.terminations == [(reason, "from outside")]
+
+
+async def test_the_operators_end_reaches_the_client_without_waiting_for_the_kubelet() -> None:
+    # The execution deadline on a loaded node: the status is final, but the kubelet
+    # has not stopped the container yet; the program's output so far is relayed.
+    h = Harness(final_output_grace=0.05)
+    run = h.start()
+    h.attach.out(b"looping\n")
+    await h.settle()
+    h.operator_ended.set()
+    assert await asyncio.wait_for(run, 2) is BridgeEnd.ENDED_BY_OPERATOR
+    assert h.client.sent == [{"type": "stdout", "data": "looping\n"}]
+    assert h.bridge.outcome is None  # the operator's status is the answer
+
+
+async def test_the_runners_last_frame_within_the_grace_ends_the_bridge_as_usual() -> None:
+    h = Harness(final_output_grace=5.0)
+    run = h.start()
+    h.operator_ended.set()
+    h.attach.out(b"last words\n")
+    h.attach.emit(Channel.STDOUT, x_frame("run", -1, signal=15))
+    h.attach.event("q", "result=stopped")
+    assert await asyncio.wait_for(run, 2) is BridgeEnd.PROGRAM_ENDED
+    assert h.client.sent == [{"type": "stdout", "data": "last words\n"}]
+    assert h.bridge.outcome is None

@@ -53,7 +53,7 @@ EXPECTED_PYTHON_POD: dict[str, Any] = {
         "runtimeClassName": "gvisor",
         "serviceAccountName": "icee-sandbox",
         "restartPolicy": "Never",
-        "activeDeadlineSeconds": 125,
+        "activeDeadlineSeconds": 185,
         "terminationGracePeriodSeconds": 1,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -156,7 +156,9 @@ def test_limits_and_timeouts_come_from_the_spec() -> None:
     )
     pod = build_pod(SESSION_ID, spec, LANGUAGES.get("python"), settings())
     container = pod["spec"]["containers"][0]
-    assert pod["spec"]["activeDeadlineSeconds"] == 7 + 5  # the backstop behind the operator
+    # The backstop behind the operator's deadline: the kubelet counts from the pod's
+    # start, which may precede the program's by up to the start timeout (60 s).
+    assert pod["spec"]["activeDeadlineSeconds"] == 7 + 60 + 5
     assert pod["spec"]["volumes"][0]["emptyDir"]["sizeLimit"] == str(2 * MiB)
     assert container["resources"]["limits"]["cpu"] == "200m"
     assert container["resources"]["limits"]["memory"] == str(16 * MiB)

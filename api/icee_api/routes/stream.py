@@ -113,6 +113,10 @@ async def stream_session(ws: WebSocket, session_id: str, services: ServicesDep) 
 
 def handshake_refusal(ws: WebSocket, services: Services) -> tuple[str, int, str] | None:
     """Why the handshake is refused (metric label, HTTP status, detail), or None."""
+    if services.live.draining:
+        # A socket opened now would be cut at the end of the drain; the client
+        # reconnects (through the Service, to a replica that stays).
+        return "draining", 503, "the server is shutting down; connect again"
     origin = ws.headers.get("origin")
     if not origin_allowed(origin, ws.headers.get("host"), services.settings.allowed_origins):
         shown = (origin or "")[:100]
@@ -150,6 +154,11 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
         services.stream_timeouts,
         services.attach_buffers,
     )
+    if services.live.draining:
+        # Accepted just before the drain began: not this server's any more. The
+        # session goes on; the client reconnects elsewhere.
+        await _send_quietly(client, messages.error("the server is shutting down; connect again"))
+        return CloseCode.TRY_AGAIN_LATER, "shutting down"
     if not services.live.claim(session_id, stream):
         return CloseCode.ALREADY_ATTACHED, "session already has a client"
     services.metrics.active_streams.inc()

@@ -1,11 +1,12 @@
 """The live bridge between one client WebSocket and one attach stream.
 
-Two pumps, pod -> client and client -> pod, plus a watchdog for the idle timeout,
-run under ``asyncio.wait(FIRST_COMPLETED)``; whichever ends first decides how the
-bridge ends and the others are cancelled. Stream-side limits (output, stdin, idle)
-are checked here because only the stream sees the bytes; when one trips the
-bridge asks the operator to end the session and keeps draining the attach stream
-until the pod goes away, so the final status can follow.
+Two pumps, pod -> client and client -> pod, plus a watchdog for the idle timeout
+and a watch on the operator's status, run under ``asyncio.wait(FIRST_COMPLETED)``;
+whichever ends first decides how the bridge ends and the others are cancelled.
+Stream-side limits (output, stdin, idle) are checked here because only the stream
+sees the bytes; when one trips the bridge asks the operator to end the session and
+keeps draining the attach stream until the pod goes away or the operator's status
+says the session ended, so the final status can follow.
 
 The attach stream speaks the runner protocol (docs/runner.md): client messages
 become I/E/S/Z frames, the runner's stdout frames become output, ``waiting`` /
@@ -76,6 +77,9 @@ class StreamLimits:
     stdin_bytes: int
     idle_seconds: float
     termination_timeout: float
+    # Once the operator's status says the session was ended (a deadline, a limit):
+    # how long the program's last output may still come before the bridge ends.
+    final_output_grace: float = 1.0
 
 
 _SIGKILL = 9
@@ -85,6 +89,7 @@ _DIAGNOSTIC_LOG_CHARS = 300
 
 class BridgeEnd(Enum):
     PROGRAM_ENDED = "program ended"  # attach closed: the container exited or the pod went away
+    ENDED_BY_OPERATOR = "ended by the operator"  # its status is final; the pod is going
     CLIENT_GONE = "client gone"
     STUCK = "termination not honoured"  # asked to end, but the pod stayed
 
@@ -101,6 +106,7 @@ class Bridge:
         *,
         tty: bool = False,
         ended_elsewhere: Callable[[], bool] | None = None,
+        operator_ended: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.session = session
         self._client = client
@@ -117,6 +123,10 @@ class Bridge:
         # True when the operator is ending the session (its status is final or the pod
         # is being deleted): then its reason, not the runner's report, is the answer.
         self._ended_elsewhere = ended_elsewhere or (lambda: False)
+        # Returns once the operator's status says the session was ended (not by the
+        # program itself): the client is told then, not when the kubelet gets round
+        # to stopping the container.
+        self._operator_ended = operator_ended
         self._decoder = rp.Decoder()
         self._stages: dict[str, rp.StageEnded] = {}
         # The outcome the runner reported (its q frame), when it is the answer.
@@ -133,6 +143,8 @@ class Bridge:
             asyncio.create_task(self._client_to_pod(), name="client->pod"),
             asyncio.create_task(self._watchdog(), name="watchdog"),
         }
+        if self._operator_ended is not None:
+            tasks.add(asyncio.create_task(self._ended_by_operator(), name="operator"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -326,6 +338,15 @@ class Bridge:
         self.idle.touch()
         for frame in rp.input_frames(data):
             await self._attach.send_stdin(frame)
+
+    async def _ended_by_operator(self) -> BridgeEnd:
+        assert self._operator_ended is not None
+        await self._operator_ended()
+        # The pod is being deleted: what the program wrote before is in flight and
+        # usually arrives with the runner's last frame (which ends the bridge first);
+        # on a loaded node the kubelet may take seconds to stop the container.
+        await asyncio.sleep(self._limits.final_output_grace)
+        return BridgeEnd.ENDED_BY_OPERATOR
 
     async def _watchdog(self) -> BridgeEnd:
         # Sleeps until the earliest moment the session could be idle; no polling.

@@ -262,6 +262,7 @@ class SessionStream:
                 self._count_output,
                 tty=opening.tty,
                 ended_elsewhere=self._ended_elsewhere,
+                operator_ended=self._operator_ended,
             )
             self._bridge = bridge
             end = await bridge.run()
@@ -276,6 +277,18 @@ class SessionStream:
                 # what it wrote is in its log.
                 await self._replay_log(limits.output_bytes)
             return end
+
+    async def _operator_ended(self) -> None:
+        """Until the operator's status says something ended the session.
+
+        Not a Finished status: the program ended by itself, and all it wrote comes
+        through the attach stream, which ends right after.
+        """
+        with self._watches.outcomes.subscribe(self.id) as status:
+            while True:
+                outcome = await status.get()
+                if outcome is not None and outcome.state is State.TERMINATED:
+                    return
 
     def _ended_elsewhere(self) -> bool:
         """The operator is ending the session: its status is final or the pod is going."""
