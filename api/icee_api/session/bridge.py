@@ -79,7 +79,7 @@ class StreamLimits:
     termination_timeout: float
     # Once the operator's status says the session was ended (a deadline, a limit):
     # how long the program's last output may still come before the bridge ends.
-    final_output_grace: float = 1.0
+    final_output_grace: float = 0.5
 
 
 _SIGKILL = 9
