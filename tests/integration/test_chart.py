@@ -548,7 +548,13 @@ def test_upgrade_gives_every_stream_a_final_state(helm: str, release: Release) -
     for name, session_id in ids.items():
         status = final_phase(release, session_id, 120)
         assert status.get("reason"), f"{name}: {status}"
-    assert old_api not in component_pods(release, "api")
+    # The old api exits once its drain is over (the kubelet would kill it at its
+    # grace period, shutdownGraceSeconds + 45 s, 50 s here).
+    kubectl(
+        "-n", release.namespace, "wait", "--for=delete", f"pod/{old_api}", "--timeout=120s"
+    )  # fmt: skip
+    gone = time.monotonic() - drain
+    print(f"upgrade: the old api pod was gone {gone:.1f} s after its drain began")
     assert not old_operator & component_pods(release, "operator")
     # And sessions run end to end through the new api and operator.
     interactive_session(release, headers)
