@@ -537,13 +537,6 @@ def test_upgrade_gives_every_stream_a_final_state(helm: str, release: Release) -
         final = clients[name].final
         assert final is not None
         assert (final["state"], final["reason"]) == ("terminated", "ServerShutdown"), report
-    # The unconnected one's client comes after the upgrade, to the new api: whatever
-    # became of the session, the client is told how it ended.
-    late = StreamClient(ws + ids["unconnected"], headers)
-    late.run()
-    assert late.error is None, late.summary()
-    assert late.final is not None, late.summary()
-    assert late.final["reason"], late.summary()
     # No session is stranded: the new operator gives each a final phase and reason.
     for name, session_id in ids.items():
         status = final_phase(release, session_id, 120)
@@ -555,6 +548,13 @@ def test_upgrade_gives_every_stream_a_final_state(helm: str, release: Release) -
     )  # fmt: skip
     gone = time.monotonic() - drain
     print(f"upgrade: the old api pod was gone {gone:.1f} s after its drain began")
+    # The unconnected one's client comes after the upgrade, to the new api: whatever
+    # became of the session, the client is told how it ended.
+    late = StreamClient(ws + ids["unconnected"], headers)
+    late.run()
+    assert late.error is None, late.summary()
+    assert late.final is not None, late.summary()
+    assert late.final["reason"], late.summary()
     assert not old_operator & component_pods(release, "operator")
     # And sessions run end to end through the new api and operator.
     interactive_session(release, headers)
