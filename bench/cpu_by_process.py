@@ -42,9 +42,12 @@ GROUPS = [
 ]
 
 
-def classify(cmdline: str, pid: int, own: dict[int, str]) -> str:
+def classify(cmdline: str, pid: int, own: dict[int, str], tags: dict[str, str]) -> str:
     if pid in own:
         return own[pid]
+    for part, group in tags.items():
+        if part in cmdline:
+            return group
     argv0 = cmdline.split(" ", 1)[0].rsplit("/", 1)[-1]
     if "runsc" in cmdline and " boot " in f"{cmdline} ":
         return "runsc sentry"
@@ -73,7 +76,7 @@ class _Proc:
     children: int  # cutime + cstime, ticks (waited-for children)
 
 
-def _read(own: dict[int, str]) -> dict[int, _Proc]:
+def _read(own: dict[int, str], tags: dict[str, str]) -> dict[int, _Proc]:
     procs: dict[int, _Proc] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -86,7 +89,7 @@ def _read(own: dict[int, str]) -> dict[int, _Proc]:
             continue
         cmdline = raw.replace(b"\0", b" ").decode(errors="replace").strip()
         procs[pid] = _Proc(
-            classify(cmdline, pid, own),
+            classify(cmdline, pid, own, tags),
             int(stat[1]),
             int(stat[11]) + int(stat[12]),
             int(stat[13]) + int(stat[14]),
@@ -129,7 +132,7 @@ class Usage:
             f"load {self.load[0]:.1f} -> {self.load[1]:.1f}",
             f"  {'group':<28}{'% of a core':>12}{'processes':>11}",
         ]
-        for group in GROUPS:
+        for group in [*GROUPS, *sorted(set(self.by_group) - set(GROUPS))]:
             used = self.by_group.get(group, 0.0)
             if used or self.processes.get(group):
                 lines.append(
@@ -148,20 +151,27 @@ class Sampler:
     of the job's past).
     """
 
-    def __init__(self, own: dict[int, str] | None = None, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        own: dict[int, str] | None = None,
+        interval: float = 1.0,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """``own``: pid -> group; ``tags``: a command-line part -> group (checked first)."""
         self.own = own or {}
+        self.tags = tags or {}
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.usage = Usage()
 
     def _run(self) -> None:
-        before = _read(self.own)
+        before = _read(self.own, self.tags)
         t0, busy0, pid0 = time.monotonic(), _machine_busy(), _last_pid()
         load0 = os.getloadavg()[0]
         ticks: Counter[str] = Counter()
         while not self._stop.wait(self.interval):
-            now = _read(self.own)
+            now = _read(self.own, self.tags)
             # A child that vanished was counted up to its last sample; its parent's
             # cutime now holds all of it: only the rest is new.
             counted: Counter[int] = Counter()

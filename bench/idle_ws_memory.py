@@ -61,6 +61,11 @@ async def measure(namespace: str, steps: list[int], running: bool) -> None:
     proc, base = start_api(
         namespace,
         start_timeout_seconds=LONG,
+        max_starting_sessions="5000",
+        max_unconnected_sessions="5000",
+        max_live_sessions="5000",
+        client_max_sessions="5000",
+        client_burst="5000",
         shutdown_grace_seconds="0",
         maxima__timeouts__idle_seconds=LONG,
         maxima__timeouts__execution_seconds=LONG,

@@ -10,6 +10,16 @@ and by who created them (the ``icee.dev/client`` label). Limits, all checked on
   ``max_live``: a new session reserves the sandbox it will get when its client
   connects, so a connecting client never finds the cluster full;
 - ``unconnected_sessions``: sessions created but not yet connected;
+- ``starting_sessions``: sessions whose sandbox is starting (connected, not running
+  yet) plus those created in the last few seconds whose client has not connected yet
+  (lazy start makes their pod a moment later, when the client connects: a burst of
+  POSTs is bounded here or not at all; older unconnected sessions are idle and have
+  their own cap). Starting a gVisor pod is what costs a node CPU (kubelet,
+  containerd, runsc); past a few dozen starts at once every start slows down until
+  some time out (``StartFailed``). Refusing early, with a 503 and a Retry-After of a
+  couple of seconds, lets a burst queue at the clients instead;
+  one client may hold at most half of these (``client_starting``, a 429), so no
+  single client blocks everyone's starts with sessions it never connects;
 - ``client_sessions``: one client's sessions (connected or not);
 - ``client_rate``: one client's creations, a token bucket (quotas.py).
 
@@ -29,10 +39,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from icee_core import names
-from icee_core.models import FINAL_PHASES
+from icee_core.models import FINAL_PHASES, Phase
 
 from icee_api.clients import Client
 from icee_api.quotas import RateLimiter
@@ -40,17 +51,23 @@ from icee_api.quotas import RateLimiter
 # A session this replica created and its watch has not shown yet is counted for
 # this long at most (the watch normally delivers it within milliseconds).
 RESERVATION_SECONDS = 30.0
+# An unconnected session counts as starting for this long after its creation: a
+# client normally opens its WebSocket right after the POST.
+ABOUT_TO_START_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class AdmissionLimits:
     max_live: int
     max_unconnected: int
+    max_starting: int
     client_sessions: int
     client_rate: float
     client_burst: int
     # Retry-After for refusals that last until some session ends.
     retry_after_seconds: int = 5
+    # Retry-After while too many sessions start: a start takes a second or two.
+    starting_retry_after_seconds: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +77,8 @@ class Refusal:
     limit: str
     detail: str
     retry_after: int
+    # 429: a quota or the cluster's capacity; 503: the node is busy starting sandboxes.
+    status: int = 429
 
     def body(self) -> dict[str, Any]:
         return {"detail": self.detail, "limit": self.limit, "retryAfterSeconds": self.retry_after}
@@ -69,25 +88,51 @@ class Refusal:
 class _Record:
     client: str | None
     connected: bool
+    running: bool = False
+    created: float | None = None  # epoch seconds; None: unknown (counted as recent)
+
+
+def _epoch(stamp: object) -> float | None:
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _record(obj: dict[str, Any]) -> _Record | None:
     """How a CodeSession counts: None once it has ended."""
-    if (obj.get("status") or {}).get("phase") in FINAL_PHASES:
+    phase = (obj.get("status") or {}).get("phase")
+    if phase in FINAL_PHASES:
         return None
-    labels = (obj.get("metadata") or {}).get("labels") or {}
+    metadata = obj.get("metadata") or {}
+    labels = metadata.get("labels") or {}
     connected = bool((obj.get("spec") or {}).get("start"))
-    return _Record(labels.get(names.LABEL_CLIENT), connected)
+    return _Record(
+        labels.get(names.LABEL_CLIENT),
+        connected,
+        phase == Phase.RUNNING,
+        _epoch(metadata.get("creationTimestamp")),
+    )
 
 
 class SessionCounts:
     """Sessions not yet ended, by connected state and client (a watches.Observer)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self._clock = clock
+        self._wall = wall
         self._records: dict[str, _Record] = {}
         self._clients: Counter[str] = Counter()
         self._connected = 0
+        # Connected, not running: their sandbox is starting (in all, and per client).
+        self._starting = 0
+        self._clients_starting: Counter[str] = Counter()
+        # Not connected yet: session id -> record (for the recent ones' count).
+        self._unconnected: dict[str, _Record] = {}
         # Created here, not yet seen in the watch: session id -> (record, expiry).
         self._reserved: dict[str, tuple[_Record, float]] = {}
         self._relisting: dict[str, _Record] | None = None
@@ -110,7 +155,9 @@ class SessionCounts:
         listed, self._relisting = self._relisting or {}, None
         self._records.clear()
         self._clients.clear()
-        self._connected = 0
+        self._clients_starting.clear()
+        self._unconnected.clear()
+        self._connected = self._starting = 0
         for key, record in listed.items():
             self._set(key, record)
 
@@ -118,17 +165,28 @@ class SessionCounts:
 
     def _set(self, key: str, record: _Record | None) -> None:
         old = self._records.pop(key, None)
+        self._unconnected.pop(key, None)
         if old is not None:
             self._connected -= old.connected
+            starting = old.connected and not old.running
+            self._starting -= starting
             if old.client is not None:
                 self._clients[old.client] -= 1
                 if self._clients[old.client] <= 0:
                     del self._clients[old.client]
+                self._clients_starting[old.client] -= starting
+                if self._clients_starting[old.client] <= 0:
+                    del self._clients_starting[old.client]
         if record is not None:
             self._records[key] = record
             self._connected += record.connected
+            starting = record.connected and not record.running
+            self._starting += starting
+            if not record.connected:
+                self._unconnected[key] = record
             if record.client is not None:
                 self._clients[record.client] += 1
+                self._clients_starting[record.client] += starting
 
     def _live_reservations(self) -> list[_Record]:
         now = self._clock()
@@ -155,6 +213,17 @@ class SessionCounts:
     def unconnected(self) -> int:
         return len(self._records) - self._connected + len(self._live_reservations())
 
+    def _about_to_start(self) -> list[_Record]:
+        """Unconnected sessions created moments ago, and this replica's reservations."""
+        since = self._wall() - ABOUT_TO_START_SECONDS
+        recent = [r for r in self._unconnected.values() if r.created is None or r.created > since]
+        return recent + self._live_reservations()
+
+    @property
+    def starting(self) -> int:
+        """Sandboxes starting, plus the sessions about to start one."""
+        return self._starting + len(self._about_to_start())
+
     @property
     def total(self) -> int:
         return len(self._records) + len(self._live_reservations())
@@ -162,6 +231,10 @@ class SessionCounts:
     def of_client(self, client: str) -> int:
         extra = sum(1 for record in self._live_reservations() if record.client == client)
         return self._clients.get(client, 0) + extra
+
+    def starting_of_client(self, client: str) -> int:
+        extra = sum(1 for record in self._about_to_start() if record.client == client)
+        return self._clients_starting.get(client, 0) + extra
 
 
 class Admission:
@@ -189,6 +262,22 @@ class Admission:
                 f"{counts.unconnected} sessions wait for their client to connect, at most "
                 f"{lim.max_unconnected}; retry later",
                 retry,
+            )
+        share = max(1, lim.max_starting // 2)
+        if counts.starting_of_client(client.label) >= share:
+            return Refusal(
+                "client_starting",
+                f"this client has {share} sessions starting, at most half of the node's "
+                f"{lim.max_starting}; connect to them or retry shortly",
+                lim.starting_retry_after_seconds,
+            )
+        if counts.starting >= lim.max_starting:
+            return Refusal(
+                "starting_sessions",
+                f"{counts.starting} sessions are starting, at most {lim.max_starting} at "
+                "once; the node is busy starting sandboxes, retry shortly",
+                lim.starting_retry_after_seconds,
+                status=503,
             )
         if counts.total >= lim.max_live:
             return Refusal(

@@ -50,6 +50,11 @@ class Metrics:
             "Sessions created whose client has not connected yet (cluster-wide)",
             registry=r,
         )
+        self.sessions_starting = Gauge(
+            "icee_sessions_starting",
+            "Sessions not ended whose program is not running yet (cluster-wide)",
+            registry=r,
+        )
         self.sessions_ended = Counter(
             "icee_sessions_ended", "Streams that ended, by final reason", ["reason"], registry=r
         )

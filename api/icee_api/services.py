@@ -48,6 +48,7 @@ class Services:
         limits = AdmissionLimits(
             max_live=s.max_live_sessions,
             max_unconnected=s.max_unconnected_sessions,
+            max_starting=s.max_starting_sessions,
             client_sessions=s.client_max_sessions,
             client_rate=s.client_rate_per_second,
             client_burst=s.client_burst,
@@ -55,6 +56,7 @@ class Services:
         self.admission = Admission(limits, SessionCounts())
         self.metrics.sessions_live.set_function(lambda: self.admission.counts.connected)
         self.metrics.sessions_unconnected.set_function(lambda: self.admission.counts.unconnected)
+        self.metrics.sessions_starting.set_function(lambda: self.admission.counts.starting)
         self.tokens = (
             TokenStore(s.tokens_dir, s.tokens_reload_seconds) if s.tokens_dir is not None else None
         )

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     # of which will need a sandbox pod; keep it at most the sandbox namespace's pod quota.
     max_live_sessions: Annotated[int, Field(ge=1)] = 100
     max_unconnected_sessions: Annotated[int, Field(ge=1)] = 100
+    # Sessions not running yet (waiting for their client or their sandbox): beyond
+    # this POST /session answers 503 with Retry-After. 20 starts in flight on a
+    # 2-core node still end well within the start timeout (see docs/benchmarks.md).
+    max_starting_sessions: Annotated[int, Field(ge=1)] = 20
     # Per client (its API token, else its address): generous for a class behind one NAT.
     client_max_sessions: Annotated[int, Field(ge=1)] = 60
     client_burst: Annotated[int, Field(ge=1)] = 60

@@ -64,6 +64,7 @@ async def test_flood_from_one_client_gets_429_while_another_runs(start_api: Star
         client_max_sessions=str(quota),
         client_burst=str(quota),
         client_rate_per_second="2",
+        max_starting_sessions="100",  # the start cap has tests of its own
     )
     flooder = {"x-forwarded-for": "203.0.113.7"}
     other = {"x-forwarded-for": "203.0.113.8"}
@@ -230,6 +231,7 @@ async def test_oversized_frames_and_stalled_readers_stay_bounded(start_api: Star
         maxima__limits__output_bytes=str(64 << 20),
         client_max_sessions="100",
         client_burst="100",
+        max_starting_sessions="100",  # 15 sessions of one client start at once
     )
     samples: list[int] = []
     done = asyncio.Event()

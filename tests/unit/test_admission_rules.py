@@ -1,5 +1,6 @@
 """Admission's pure parts: client identity, token buckets, counts, tokens, origins."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,12 @@ def test_reservations_count_until_seen_or_expired() -> None:
 
 def admission(**overrides: Any) -> Admission:
     limits: dict[str, Any] = dict(
-        max_live=10, max_unconnected=5, client_sessions=3, client_rate=1.0, client_burst=100
+        max_live=10,
+        max_unconnected=5,
+        max_starting=100,
+        client_sessions=3,
+        client_rate=1.0,
+        client_burst=100,
     )
     return Admission(AdmissionLimits(**(limits | overrides)), SessionCounts())
 
@@ -162,6 +168,47 @@ def test_cluster_limits() -> None:
     assert refusal is not None
     assert refusal.limit == "live_sessions"
     assert refusal.body()["limit"] == "live_sessions"
+
+
+def test_starting_sessions_are_refused_with_503() -> None:
+    adm = admission(client_sessions=100, max_unconnected=100, max_live=100, max_starting=3)
+    adm.counts.apply("u", session("a"))  # waiting for its client
+    adm.counts.apply("p", session("b", connected=True))  # its sandbox is starting
+    adm.counts.reserve("r", "c")  # created here, not in the watch yet
+    refusal = adm.check(Client("address", "x"))
+    assert refusal is not None
+    assert (refusal.limit, refusal.status, refusal.retry_after) == ("starting_sessions", 503, 2)
+    assert "3 sessions are starting, at most 3" in refusal.detail
+    assert adm.counts.starting == 3
+    adm.counts.apply("p", session("b", connected=True, phase="Running"))
+    assert adm.counts.starting == 2
+    assert adm.check(Client("address", "x")) is None  # a slot freed: admitted
+    adm.counts.apply("u", session("a", phase="Finished"))
+    assert (adm.counts.starting, adm.counts.total) == (1, 2)
+
+
+def test_an_unconnected_session_counts_as_starting_only_at_first() -> None:
+    wall = Clock()
+    counts = SessionCounts(wall=wall)
+    created = datetime.fromtimestamp(wall.now, UTC).isoformat().replace("+00:00", "Z")
+    counts.apply("u", {**session("a"), "metadata": {"creationTimestamp": created}})
+    assert (counts.starting, counts.starting_of_client("a"), counts.unconnected) == (1, 0, 1)
+    wall.now += 6  # its client did not come at once: an idle session, not a start
+    assert (counts.starting, counts.unconnected) == (0, 1)
+
+
+def test_one_client_holds_at_most_half_of_the_starting_sessions() -> None:
+    adm = admission(client_sessions=100, max_unconnected=100, max_live=100, max_starting=8)
+    mallory, alice = Client("address", "m"), Client("address", "a")
+    for i in range(4):
+        adm.counts.apply(f"m{i}", session(mallory.label))  # never connected
+    refusal = adm.check(mallory)
+    assert refusal is not None
+    assert (refusal.limit, refusal.status) == ("client_starting", 429)
+    assert adm.check(alice) is None  # the others still start
+    adm.counts.apply("m0", session(mallory.label, connected=True, phase="Running"))
+    assert adm.counts.starting_of_client(mallory.label) == 3
+    assert adm.check(mallory) is None
 
 
 def test_rate_limit_after_burst() -> None:

@@ -337,6 +337,29 @@ def test_client_quota_gives_429_with_retry_after(cluster: FakeCluster, tmp_path:
         assert "icee_sessions_unconnected 2.0" in metrics
 
 
+def test_too_many_starting_gives_503_with_retry_after(cluster: FakeCluster, tmp_path: Path) -> None:
+    settings = Settings(ui_dir=tmp_path / "missing", max_starting_sessions=4)
+    with TestClient(create_app(settings, cluster=cluster)) as api:  # type: ignore[arg-type]
+        counts = api.app.state.services.admission.counts  # type: ignore[attr-defined]
+        other = {
+            "metadata": {"labels": {"icee.dev/client": "someone-else"}},
+            "spec": {"start": {"at": "2026-01-01T00:00:00Z"}},
+        }
+        for i in range(4):  # another client's sandboxes starting, seen in the watch
+            counts.apply(f"other-{i}", other)
+        r = api.post("/session", json=HELLO)
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "2"
+        assert r.json()["limit"] == "starting_sessions"
+        assert r.json()["retryAfterSeconds"] == 2
+        assert "at most 4" in r.json()["detail"]
+        counts.apply("other-0", {**other, "status": {"phase": "Running"}})
+        assert api.post("/session", json=HELLO).status_code == 201
+        metrics = api.get("/metrics").text
+        assert 'icee_sessions_rejected_total{why="starting_sessions"} 1.0' in metrics
+        assert "icee_sessions_starting 4.0" in metrics
+
+
 def test_rate_quota(cluster: FakeCluster, tmp_path: Path) -> None:
     settings = Settings(ui_dir=tmp_path / "missing", client_burst=3, client_rate_per_second=0.01)
     with TestClient(create_app(settings, cluster=cluster)) as api:  # type: ignore[arg-type]

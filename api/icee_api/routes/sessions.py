@@ -169,7 +169,7 @@ def _refused(services: Services, refusal: Refusal) -> JSONResponse:
     services.metrics.sessions_rejected.labels(refusal.limit).inc()
     return JSONResponse(
         refusal.body(),
-        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        status_code=refusal.status,
         headers={"Retry-After": str(refusal.retry_after)},
     )
 
