@@ -60,10 +60,16 @@ async def operate(settings: OperatorSettings, languages: LanguageRegistry) -> in
         renew_seconds=settings.leader_renew_seconds,
         retry_seconds=settings.leader_retry_seconds,
     )
+    # SIGTERM/SIGINT set `stop`, kopf's stop flag, from now on: one that comes while
+    # kopf is still starting (before it installs its own handlers) stops it too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        if not await stand_by(election, settings.health_port):
+        if not await stand_by(election, settings.health_port, stop):
+            await election.release()  # in case it was elected at that very moment
             return 0  # asked to stop before it was elected
-        stop = asyncio.Event()
         keeping = asyncio.create_task(election.keep(), name="leader lease")
         operating = asyncio.create_task(kopf_operator(settings, languages, stop), name="kopf")
         await asyncio.wait({keeping, operating}, return_when=asyncio.FIRST_COMPLETED)
@@ -82,24 +88,18 @@ async def operate(settings: OperatorSettings, languages: LanguageRegistry) -> in
         await kube.close()
 
 
-async def stand_by(election: LeaderElection, health_port: int) -> bool:
-    """Wait for the Lease (True) or SIGTERM/SIGINT (False), alive for the probe."""
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+async def stand_by(election: LeaderElection, health_port: int, stop: asyncio.Event) -> bool:
+    """Wait for the Lease (True) or `stop` (False), alive for the liveness probe."""
     health = await serve_health(health_port) if health_port else None
     try:
         acquiring = asyncio.create_task(election.acquire(), name="leader election")
-        stopped = asyncio.create_task(stopping.wait())
-        await asyncio.wait({acquiring, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (acquiring, stopped):
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (acquiring, stopping):
             task.cancel()
-        await asyncio.gather(acquiring, stopped, return_exceptions=True)
-        return not stopping.is_set()
+        await asyncio.gather(acquiring, stopping, return_exceptions=True)
+        return not stop.is_set()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         if health is not None:
             await health.cleanup()  # kopf's liveness endpoint takes the port over
 
