@@ -75,6 +75,22 @@ start() {
   echo $! >"$ICEE_RUN/$name.pid"
 }
 
+# The node daemons' command lines, shared by up.sh and restart.sh. The configs
+# are the ones up.sh rendered into $ICEE_STATE/config.
+# containerd finds each runtime's shim (containerd-shim-runsc-v1, -runc-v2) on its PATH.
+start_containerd() {
+  local prefix; prefix="$(node_prefix)"
+  start containerd env PATH="$(gvisor_bin_dir):$prefix/usr/bin:$PATH" \
+    "$prefix/usr/bin/containerd" --config "$ICEE_STATE/config/containerd.toml"
+}
+start_kubelet() {
+  start kubelet "$(k8s_bin_dir)/kubelet" --config="$ICEE_STATE/config/kubelet.yaml" \
+    --kubeconfig="$ICEE_STATE/pki/kubelet.kubeconfig" --root-dir="$ICEE_STATE/kubelet" \
+    --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --oom-score-adj=0 --v=0
+}
+containerd_answers() { "$(node_prefix)/usr/bin/ctr" --address "$ICEE_RUN/containerd/containerd.sock" version; }
+kubelet_answers() { curl -sf --max-time 2 http://127.0.0.1:10248/healthz; }
+
 # running NAME: its recorded process is alive (not a zombie, not a reused pid).
 running() {
   local p state

@@ -54,8 +54,7 @@ start etcd "$prefix/usr/bin/etcd" --name icee --data-dir "$ICEE_STATE/etcd" \
   --initial-cluster icee=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381 \
   --unsafe-no-fsync --log-level warn
 
-# containerd finds each runtime's shim (containerd-shim-runsc-v1, -runc-v2) on its PATH.
-start containerd env PATH="$(gvisor_bin_dir):$prefix/usr/bin:$PATH" "$prefix/usr/bin/containerd" --config "$cfg/containerd.toml"
+start_containerd
 
 start kube-apiserver "$bin/kube-apiserver" \
   --etcd-servers=http://127.0.0.1:2379 \
@@ -86,12 +85,10 @@ start kube-scheduler "$bin/kube-scheduler" \
   --authorization-kubeconfig="$pki/scheduler.kubeconfig" \
   --leader-elect=false --bind-address=127.0.0.1 --profiling=false
 
-wait_for "containerd" 60 "$prefix/usr/bin/ctr" --address "$ICEE_RUN/containerd/containerd.sock" version
+wait_for "containerd" 60 containerd_answers
 import_images
 
-start kubelet "$bin/kubelet" --config="$cfg/kubelet.yaml" \
-  --kubeconfig="$pki/kubelet.kubeconfig" --root-dir="$ICEE_STATE/kubelet" \
-  --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --oom-score-adj=0 --v=0
+start_kubelet
 
 start kube-proxy "$bin/kube-proxy" --config="$cfg/kube-proxy.yaml"
 
