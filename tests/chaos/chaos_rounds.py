@@ -26,6 +26,10 @@ DOWN_SECONDS = 2.0
 # Every session reaches a final state within this long of the kill it lived through.
 FINAL_WITHIN = 120.0
 
+# The sessions' own idle timeout (a request may lower it): the ones left running
+# end sooner after the last round, so the suite's tail is shorter.
+IDLE_SECONDS = 15
+
 HELLO = "print('hello')\n"
 ECHO = "print('ready', flush=True)\nwhile True:\n    print('echo', input(), flush=True)\n"
 PROGRAMS = {
@@ -210,7 +214,8 @@ class Chaos:
         return await Client.open(self.api().ws_url, session_id)
 
     async def create(self, code: str) -> str:
-        session_id: str = await self.api().create(code)
+        timeouts = {"idleSeconds": IDLE_SECONDS}
+        session_id: str = await self.api().create(code, timeouts=timeouts)
         return session_id
 
     async def live(self, rnd: Round, kind: str) -> Tracked:

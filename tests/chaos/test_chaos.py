@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from conftest import WARM_PODS, ChaosStack, it
 
 pytestmark = pytest.mark.cluster
 
-ROUNDS = 5
+ROUNDS = int(os.environ.get("ICEE_CHAOS_ROUNDS", "5"))  # fewer only while developing
 RESTART = Path(__file__).resolve().parents[2] / "cluster" / "restart.sh"
 LABEL_SESSION = "icee.dev/session"
 LABEL_POOL = "icee.dev/pool"

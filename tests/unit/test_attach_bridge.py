@@ -141,6 +141,27 @@ async def test_an_attach_that_carries_nothing_did_not_hear_the_runner() -> None:
     assert not h.bridge.heard_runner
 
 
+async def test_an_attach_that_ends_without_the_final_frame_broke_off() -> None:
+    # The runner spoke, then the stream ended with no q frame: the runner was killed
+    # with its container, or the stream broke (kubelet, runtime): the stream decides.
+    h = Harness()
+    run = h.start()
+    h.attach.out(b"ready\n")
+    h.attach.end()
+    assert await run is BridgeEnd.PROGRAM_ENDED
+    assert h.bridge.broke_off
+
+
+async def test_an_attach_that_ends_after_the_final_frame_did_not_break_off() -> None:
+    h = Harness()
+    run = h.start()
+    h.attach.out(b"ready\n")
+    h.attach.emit(Channel.STDOUT, x_frame("run", 0) + rp.frame("q", b"result=completed"))
+    h.attach.end()
+    await run
+    assert not h.bridge.broke_off
+
+
 async def test_frames_split_anywhere_across_attach_chunks() -> None:
     h = Harness()
     run = h.start()

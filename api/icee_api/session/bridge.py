@@ -136,6 +136,7 @@ class Bridge:
         # Whether the runner said anything: an attach to a container that had already
         # ended carries nothing (its output is in the log).
         self.heard_runner = False
+        self._quit_seen = False
 
     async def run(self) -> BridgeEnd:
         tasks = {
@@ -157,6 +158,16 @@ class Bridge:
             if end in ends:
                 return end
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @property
+    def broke_off(self) -> bool:
+        """The attach ended mid-session: the runner spoke, but sent no final frame.
+
+        Either the runner was killed with its container (a limit, a deletion: the
+        pod says so), or the stream itself broke (the kubelet or the container
+        runtime that carried it went away) while the program runs on.
+        """
+        return self.heard_runner and not self._quit_seen and self.protocol_error is None
 
     async def request_termination(self, reason: str, message: str) -> None:
         """End the session for ``reason``; only the first reason is sent to the operator."""
@@ -223,6 +234,7 @@ class Bridge:
             elif isinstance(event, rp.StageEnded):
                 self._stages[event.stage.value] = event
             elif isinstance(event, rp.Quit):
+                self._quit_seen = True
                 self.outcome = self._runner_outcome(event.result)
                 return True
         return False

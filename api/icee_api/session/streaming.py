@@ -41,6 +41,11 @@ from icee_api.session.watches import Watches
 
 log = logging.getLogger(__name__)
 
+# After the attach broke off: how long the pod may take to show that the program
+# ended (its kubelet reports a container's end within a relist, about a second,
+# more under load).
+STREAM_LOSS_GRACE_SECONDS = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class StreamTimeouts:
@@ -276,6 +281,14 @@ class SessionStream:
                 # Attached to a container that had already ended (the pod status lags):
                 # what it wrote is in its log.
                 await self._replay_log(limits.output_bytes)
+            elif bridge.broke_off and await self._still_running(STREAM_LOSS_GRACE_SECONDS):
+                # The stream broke, the program did not end: no new attach can reach
+                # it (stdinOnce), so nobody could end it but its deadline.
+                await bridge.request_termination(
+                    Reason.CLIENT_GONE,
+                    "the stream to the sandbox broke (its node's kubelet or container"
+                    " runtime went away); the program could no longer be reached",
+                )
             return end
 
     async def _operator_ended(self) -> None:
@@ -289,6 +302,29 @@ class SessionStream:
                 outcome = await status.get()
                 if outcome is not None and outcome.state is State.TERMINATED:
                     return
+
+    async def _still_running(self, grace: float) -> bool:
+        """Whether the pod still shows the program running, and no final status came,
+        ``grace`` s from now (False as soon as either says it ended: a container
+        killed by a limit or a deletion leaves no final frame either)."""
+        changed = asyncio.Event()
+        w = self._watches
+        with (
+            w.pods.subscribe(self.id, changed) as pod,
+            w.outcomes.subscribe(self.id, changed) as status,
+        ):
+            try:
+                async with asyncio.timeout(grace):
+                    while True:
+                        await changed.wait()
+                        changed.clear()
+                        container = pod.value
+                        if status.value is not None or self.session.termination is not None:
+                            return False
+                        if container is None or container.kind != "running" or container.deleting:
+                            return False
+            except TimeoutError:
+                return True
 
     def _ended_elsewhere(self) -> bool:
         """The operator is ending the session: its status is final or the pod is going."""
