@@ -29,6 +29,8 @@ else
   log "$name was not running"
 fi
 sleep "$down"
+# start truncates the log: keep the killed one's for whoever diagnoses the restart.
+mv -f "$ICEE_STATE/logs/$name.log" "$ICEE_STATE/logs/$name.log.1" 2>/dev/null || true
 "start_$name"
 wait_for "$name" 120 "${name}_answers"
 log "$name back (pid $(cat "$ICEE_RUN/$name.pid")) after $((SECONDS - t0)) s"

@@ -134,13 +134,20 @@ class Tracked:
     phase: str | None = None
     reason: str | None = None
     message: str | None = None
-    final_after: float | None = None  # seconds from its round's kill to its final status
+    final_at: float | None = None  # when its final status was first seen
     seen: bool = False
     vanished: bool = False  # gone from the API server before a final status was seen
 
     @property
     def final(self) -> bool:
         return self.phase in FINAL_PHASES
+
+    @property
+    def final_after(self) -> float | None:
+        """Seconds from its round's kill to its final status (negative: ended before)."""
+        if self.final_at is None or not self.round.killed_at:
+            return None
+        return self.final_at - self.round.killed_at
 
 
 class Observer:
@@ -194,7 +201,7 @@ class Observer:
                 session.phase = status["phase"]
                 session.reason = status.get("reason")
                 session.message = status.get("message")
-                session.final_after = now - session.round.killed_at
+                session.final_at = now
 
     def pending(self) -> list[Tracked]:
         return [s for s in self.tracked.values() if not s.final and not s.vanished]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,7 +42,6 @@ def _load_integration_conftest() -> Any:
 
 it = _load_integration_conftest()
 kubeconfig = it.kubeconfig
-process_logs = it.process_logs
 
 import chaos_report  # noqa: E402
 
@@ -65,6 +65,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("chaos figures")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def process_logs() -> Path:
+    """The api's and operator's logs, every incarnation's, kept for the report."""
+    logs = REPO / "artifacts" / "chaos-logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    return logs
 
 
 class ChaosStack:

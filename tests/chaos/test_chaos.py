@@ -70,6 +70,7 @@ async def campaign(stack: ChaosStack, component: str) -> None:
             await asyncio.to_thread(stack.restart_operator)
 
     observer.start()
+    passed = False
     try:
         for number in range(1, ROUNDS + 1):
             rnd = Round(component, number)
@@ -81,7 +82,10 @@ async def campaign(stack: ChaosStack, component: str) -> None:
                     assert s.client is not None
                     await s.client.until_closed(10)
         await until_final(observer)
+        passed = True
     finally:
+        if not passed:
+            chaos_report.add(stack.kubectl("get", "pods,codesessions", "-o", "wide", check=False))
         await observer.stop()
         for s in observer.tracked.values():
             if s.client is not None:

@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 # more under load).
 STREAM_LOSS_GRACE_SECONDS = 10.0
 
+# An attach refused while the pod says the program runs (its kubelet restarting):
+# tried again every ATTACH_RETRY_SECONDS, this many times.
+ATTACH_RETRIES = 10
+ATTACH_RETRY_SECONDS = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class StreamTimeouts:
@@ -224,7 +229,9 @@ class SessionStream:
 
     # -- running -------------------------------------------------------------------
 
-    async def _attach_and_bridge(self, opening: Opening, early: bool) -> BridgeEnd:
+    async def _attach_and_bridge(
+        self, opening: Opening, early: bool, retries: int = ATTACH_RETRIES
+    ) -> BridgeEnd:
         try:
             return await self._bridge_through_attach(opening)
         except AttachError as exc:
@@ -237,9 +244,13 @@ class SessionStream:
                 if isinstance(started, _Started) and started.running:
                     return await self._attach_and_bridge(opening, early=False)
             else:
-                # The container may have ended between the watch and attach: read its log.
                 self._metrics.attach_failures.inc()
                 log.info("attach %s failed: %s", self.id, exc)
+                # The kubelet or the runtime that carries attach may be restarting
+                # while the program waits for its request: try again while it runs.
+                if retries > 0 and await self._still_running(ATTACH_RETRY_SECONDS):
+                    return await self._attach_and_bridge(opening, False, retries - 1)
+            # The container may have ended between the watch and attach: read its log.
             await self._replay_log(opening.limits.output_bytes)
             return BridgeEnd.PROGRAM_ENDED
 
@@ -388,6 +399,13 @@ class SessionStream:
 
     async def _finish_from_status(self) -> tuple[int, str]:
         outcome = await self._final_outcome(self._timeouts.final_status)
+        if outcome is None and not self.session.ended:
+            # Once this socket closes nobody streams the session: it must not run on
+            # unseen until its deadline.
+            await self.terminate(
+                Reason.CLIENT_GONE, "the api stopped waiting for the session's final status"
+            )
+            outcome = await self._final_outcome(self._timeouts.termination)
         if outcome is None:
             await self._client.send(
                 messages.error(
