@@ -135,8 +135,7 @@ class Tracked:
     reason: str | None = None
     message: str | None = None
     final_at: float | None = None  # when its final status was first seen
-    seen: bool = False
-    vanished: bool = False  # gone from the API server before a final status was seen
+    vanished: bool = False  # deleted before a final status was seen
 
     @property
     def final(self) -> bool:
@@ -151,10 +150,15 @@ class Tracked:
 
 
 class Observer:
-    """Follows every tracked session's CodeSession from outside (kubectl, 1/s)."""
+    """Follows every tracked session's CodeSession from outside: a kubectl watch
+    sees each status it goes through, also one held for less than a second before
+    the retention deletes it (restarted if it ends)."""
 
     def __init__(self, kubectl: list[str], namespace: str) -> None:
-        self._argv = [*kubectl, "-n", namespace, "get", "codesessions", "-o", "json"]
+        self._argv = [
+            *kubectl, "-n", namespace, "get", "codesessions",
+            "--watch", "--output-watch-events", "-o", "json",
+        ]  # fmt: skip
         self.tracked: dict[str, Tracked] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -173,35 +177,45 @@ class Observer:
 
     async def _run(self) -> None:
         while True:
-            started = time.monotonic()
-            with contextlib.suppress(Exception):
-                self.observe(await self._list(), time.monotonic())
-            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+            )
+            try:
+                assert proc.stdout is not None
+                await self._follow(proc.stdout)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.wait()
+            await asyncio.sleep(0.5)
 
-    async def _list(self) -> dict[str, dict[str, Any]]:
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-        )
-        out, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError("kubectl get codesessions failed")
-        return {item["metadata"]["name"]: item for item in json.loads(out)["items"]}
+    async def _follow(self, out: asyncio.StreamReader) -> None:
+        decoder = json.JSONDecoder()
+        buffer = ""
+        while chunk := await out.read(1 << 16):
+            buffer += chunk.decode()
+            while buffer.strip():
+                buffer = buffer.lstrip()
+                try:
+                    event, end = decoder.raw_decode(buffer)
+                except ValueError:
+                    break  # an object cut in two: wait for the rest
+                buffer = buffer[end:]
+                self.observe(event.get("type", ""), event.get("object") or {}, time.monotonic())
 
-    def observe(self, bodies: dict[str, dict[str, Any]], now: float) -> None:
-        for session in self.tracked.values():
-            if session.final or session.vanished:
-                continue
-            body = bodies.get(session.id)
-            if body is None:
-                session.vanished = session.seen
-                continue
-            session.seen = True
-            status = body.get("status") or {}
-            if status.get("phase") in FINAL_PHASES:
-                session.phase = status["phase"]
-                session.reason = status.get("reason")
-                session.message = status.get("message")
-                session.final_at = now
+    def observe(self, kind: str, body: dict[str, Any], now: float) -> None:
+        session = self.tracked.get((body.get("metadata") or {}).get("name", ""))
+        if session is None or session.final:
+            return
+        if kind == "DELETED":
+            session.vanished = True
+            return
+        status = body.get("status") or {}
+        if status.get("phase") in FINAL_PHASES:
+            session.phase = status["phase"]
+            session.reason = status.get("reason")
+            session.message = status.get("message")
+            session.final_at = now
 
     def pending(self) -> list[Tracked]:
         return [s for s in self.tracked.values() if not s.final and not s.vanished]

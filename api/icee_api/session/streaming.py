@@ -22,7 +22,7 @@ from typing import Any
 from icee_core import runner_protocol as rp
 from icee_core.languages import LanguageRegistry
 from icee_core.models import CodeSessionSpec, Limits, Reason, Timeouts
-from icee_kube.attach import AttachBuffers, AttachError, open_attach
+from icee_kube.attach import AttachBuffers, AttachClosed, AttachError, open_attach
 from icee_kube.client import KubeError
 from pydantic import ValidationError
 
@@ -259,7 +259,10 @@ class SessionStream:
         assert opening.request is not None
         target = self._cluster.attach_target(self.id)
         async with open_attach(target, self._buffers) as attach:
-            await attach.send_stdin(opening.request)
+            try:
+                await attach.send_stdin(opening.request)
+            except AttachClosed as exc:  # the kubelet or runtime went away at once
+                raise AttachError(f"attach closed before the request went out: {exc}") from exc
             if self.session.state is State.PENDING:
                 self.session.start()
                 self._metrics.session_start.observe(time.monotonic() - self._since)
