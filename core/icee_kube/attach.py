@@ -71,11 +71,14 @@ class AttachRefused(AttachError):
     The API server (1.30+) upgrades the client's WebSocket before it connects to
     the kubelet; a kubelet that does not see the container running answers on the
     error channel ("unable to upgrade connection: container ... not found") before
-    any output. Nothing sent on such a stream reached the program.
+    any output, and so does the API server when it cannot reach the kubelet at all
+    (an InternalError: "error sending request: ... connection refused", the
+    kubelet restarting). Nothing sent on such a stream reached the program.
     """
 
 
 _REFUSED = "unable to upgrade connection"
+_UNREACHABLE = "InternalError"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,9 @@ class AttachStream:
                 frame = channel.decode(message)
                 if frame.channel is Channel.ERROR and not output_seen:
                     status = channel.parse_status(frame.data)
-                    if not status.success and _REFUSED in status.message:
+                    if not status.success and (
+                        _REFUSED in status.message or status.reason == _UNREACHABLE
+                    ):
                         raise AttachRefused(f"attach refused: {status.message}")
                 elif frame.data:
                     output_seen = True

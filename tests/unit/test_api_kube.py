@@ -35,6 +35,7 @@ from icee_kube.paths import pods_path
 NS = "sandbox"
 SID = "0b8a0f8e-6f5e-4c4c-9d3a-0e1f2a3b4c5d"
 REFUSED = "1b8a0f8e-6f5e-4c4c-9d3a-0e1f2a3b4c5d"
+UNREACHABLE = "2b8a0f8e-6f5e-4c4c-9d3a-0e1f2a3b4c5d"
 
 
 # -- pure parts --------------------------------------------------------------------------
@@ -221,6 +222,15 @@ class FakeApiServer:
                 "container program not found in pod run-x_sandbox",
             }
             await ws.send_bytes(b"\x03" + json.dumps(status).encode())
+        elif request.match_info["name"] == f"run-{UNREACHABLE}":
+            # What the API server sends when it cannot reach the kubelet (restarting).
+            status = {
+                "status": "Failure",
+                "reason": "InternalError",
+                "message": "Internal error occurred: error sending request: Post "
+                '"https://10.0.0.1:10250/attach/sandbox/run-x/program": connection refused',
+            }
+            await ws.send_bytes(b"\x03" + json.dumps(status).encode())
         else:
             await ws.send_bytes(b"\x01hi\n")
             await ws.send_bytes(b'\x03{"status":"Success"}')
@@ -371,6 +381,14 @@ async def test_attach_refused_by_the_kubelet(served: Served) -> None:
         served.cluster.attach_target(REFUSED), AttachBuffers(open_timeout=5)
     ) as attach:
         with pytest.raises(AttachRefused, match="container program not found"):
+            _ = [frame async for frame in attach.frames()]
+
+
+async def test_attach_refused_when_the_kubelet_cannot_be_reached(served: Served) -> None:
+    async with open_attach(
+        served.cluster.attach_target(UNREACHABLE), AttachBuffers(open_timeout=5)
+    ) as attach:
+        with pytest.raises(AttachRefused, match="connection refused"):
             _ = [frame async for frame in attach.frames()]
 
 
