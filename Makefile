@@ -56,9 +56,6 @@ test: venv ui        ## everything: lint, unit, integration and end-to-end tests
 	$(VENV)/bin/pytest tests/security -q; sec=$$?; \
 	wait $$e2e; ui=$$?; echo "== tests/e2e"; cat artifacts/e2e.log; \
 	test $$sec -eq 0 && test $$ui -eq 0
-	# Alone: kills the kubelet and containerd (and an api and operator of its own)
-	# mid-session; nothing else may need a stable node meanwhile.
-	$(VENV)/bin/pytest tests/chaos -q
 	# Last: these kill and rebuild the cluster.
 	$(VENV)/bin/pytest tests/lifecycle -q
 
