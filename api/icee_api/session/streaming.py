@@ -295,7 +295,11 @@ class SessionStream:
                 # Attached to a container that had already ended (the pod status lags):
                 # what it wrote is in its log.
                 await self._replay_log(limits.output_bytes)
-            elif bridge.broke_off and await self._still_running(STREAM_LOSS_GRACE_SECONDS):
+            elif (
+                end is BridgeEnd.PROGRAM_ENDED
+                and bridge.broke_off
+                and await self._still_running(STREAM_LOSS_GRACE_SECONDS)
+            ):
                 # The stream broke, the program did not end: no new attach can reach
                 # it (stdinOnce), so nobody could end it but its deadline.
                 await bridge.request_termination(
