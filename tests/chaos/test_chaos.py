@@ -136,7 +136,7 @@ def judge(component: str, sessions: list[Tracked]) -> None:
 
 
 def nothing_left(stack: ChaosStack, ids: set[str], within: float = 60) -> None:
-    """No pod, CodeSession or ConfigMap of these sessions; the pool back to its size."""
+    """No pod, claim, CodeSession or ConfigMap of these sessions; the pool at its size."""
     deadline = time.monotonic() + within
     while True:
         pods = stack.items("pods")
@@ -158,8 +158,15 @@ def nothing_left(stack: ChaosStack, ids: set[str], within: float = 60) -> None:
             for m in stack.items("configmaps")
             if m["metadata"]["name"] != "kube-root-ca.crt"
         ]
+        # The one-client claims, Leases named after the session (the api replicas).
+        claims = [
+            m["metadata"]["name"]
+            for m in stack.items("leases")
+            if m["metadata"]["name"].removeprefix("stream-") in ids
+        ]
         left = {
             "pods": claimed,
+            "stream claims": claims,
             "codesessions": left_sessions,
             "configmaps": maps,
             "warm pods over the pool's size": warm[WARM_PODS:],
