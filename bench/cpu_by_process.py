@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -76,8 +77,17 @@ class _Proc:
     children: int  # cutime + cstime, ticks (waited-for children)
 
 
-def _read(own: dict[int, str], tags: dict[str, str]) -> dict[int, _Proc]:
+SANDBOX_ID = re.compile(r"/k8s\.io/([0-9a-f]{64})/log\.json")
+SHIM_ID = re.compile(r" -id ([0-9a-f]{64})")
+
+
+def _read(own: dict[int, str], tags: dict[str, str], namespace: str | None) -> dict[int, _Proc]:
+    """Every process's group and CPU ticks. With ``namespace``, the runsc processes of
+    that namespace's pods (named in their panic log's path) and their shims (matched
+    by the sandbox id) get groups of their own: ``<group> (namespace)``."""
     procs: dict[int, _Proc] = {}
+    ours: set[str] = set()
+    shims: dict[int, str] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -88,12 +98,19 @@ def _read(own: dict[int, str], tags: dict[str, str]) -> dict[int, _Proc]:
         except OSError:
             continue
         cmdline = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+        group = classify(cmdline, pid, own, tags)
+        if namespace and group.startswith("runsc"):
+            if f"/var/log/pods/{namespace}_" in cmdline:
+                group = f"{group} ({namespace})"
+                ours.update(SANDBOX_ID.findall(cmdline))
+            elif group == "runsc shim" and (found := SHIM_ID.search(cmdline)):
+                shims[pid] = found.group(1)
         procs[pid] = _Proc(
-            classify(cmdline, pid, own, tags),
-            int(stat[1]),
-            int(stat[11]) + int(stat[12]),
-            int(stat[13]) + int(stat[14]),
+            group, int(stat[1]), int(stat[11]) + int(stat[12]), int(stat[13]) + int(stat[14])
         )
+    for pid, sandbox in shims.items():
+        if sandbox in ours:
+            procs[pid].group = f"runsc shim ({namespace})"
     return procs
 
 
@@ -156,22 +173,25 @@ class Sampler:
         own: dict[int, str] | None = None,
         interval: float = 1.0,
         tags: dict[str, str] | None = None,
+        namespace: str | None = None,
     ) -> None:
-        """``own``: pid -> group; ``tags``: a command-line part -> group (checked first)."""
+        """``own``: pid -> group; ``tags``: a command-line part -> group (checked first);
+        ``namespace``: tell the runsc processes of its pods apart (see ``_read``)."""
         self.own = own or {}
         self.tags = tags or {}
+        self.namespace = namespace
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.usage = Usage()
 
     def _run(self) -> None:
-        before = _read(self.own, self.tags)
+        before = _read(self.own, self.tags, self.namespace)
         t0, busy0, pid0 = time.monotonic(), _machine_busy(), _last_pid()
         load0 = os.getloadavg()[0]
         ticks: Counter[str] = Counter()
         while not self._stop.wait(self.interval):
-            now = _read(self.own, self.tags)
+            now = _read(self.own, self.tags, self.namespace)
             # A child that vanished was counted up to its last sample; its parent's
             # cutime now holds all of it: only the rest is new.
             counted: Counter[int] = Counter()
@@ -183,9 +203,7 @@ class Sampler:
                 own_delta = proc.own - (old.own if old else 0)
                 child_delta = proc.children - (old.children if old else 0) - counted[pid]
                 ticks[proc.group] += max(0, own_delta)
-                child_group = (
-                    "runsc commands (via shim)" if proc.group == "runsc shim" else proc.group
-                )
+                child_group = proc.group.replace("runsc shim", "runsc commands (via shim)")
                 if proc.group != "other":  # reaped grandchildren of old jobs: not ours
                     ticks[child_group] += max(0, child_delta)
             before = now

@@ -72,7 +72,7 @@ class DensityFigures:
 
 
 async def live_sessions(
-    base: str, count: int, *, rate: float, interval: float, window: float
+    base: str, namespace: str, count: int, *, rate: float, interval: float, window: float
 ) -> DensityFigures:
     figures = DensityFigures(count)
     all_up, stop = asyncio.Event(), asyncio.Event()
@@ -115,7 +115,7 @@ async def live_sessions(
 
     limits = httpx.Limits(max_connections=count + 10)
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
-        sampler = Sampler(OWN).start()
+        sampler = Sampler(OWN, namespace=namespace).start()
         tasks = [asyncio.create_task(one(i, http)) for i in range(count)]
         # Everyone up, or every session settled (some never ran), or a long deadline.
         waiter = asyncio.create_task(all_up.wait())
@@ -126,7 +126,7 @@ async def live_sessions(
         waiter.cancel()
         figures.opening = sampler.stop()
         figures.up = up
-        sampler = Sampler(OWN).start()
+        sampler = Sampler(OWN, namespace=namespace).start()
         measuring = True
         await asyncio.sleep(window)
         measuring = False
@@ -137,14 +137,14 @@ async def live_sessions(
     return figures
 
 
-async def bench(base: str, _namespace: str, args: argparse.Namespace) -> None:
+async def bench(base: str, namespace: str, args: argparse.Namespace) -> None:
     counts = [int(n) for n in args.sessions.split(",")]
-    baseline = await live_sessions(base, 1, rate=args.rate, interval=0.1, window=10)
+    baseline = await live_sessions(base, namespace, 1, rate=args.rate, interval=0.1, window=10)
     print("baseline: " + baseline.summary())
     results = []
     for count in counts:
         figures = await live_sessions(
-            base, count, rate=args.rate, interval=args.interval, window=args.window
+            base, namespace, count, rate=args.rate, interval=args.interval, window=args.window
         )
         print(figures.summary())
         print(figures.opening.table(f"  CPU while {count} sessions opened"))

@@ -150,7 +150,9 @@ async def run(base: str, namespace: str, args: argparse.Namespace) -> Results:
     for count in [1, *(int(n) for n in args.densities.split(",") if n)]:
         print(f"== density: {count} live (load {load():.1f})", flush=True)
         interval, window = (0.1, 10.0) if count == 1 else (3.0, args.window)
-        figures = await live_sessions(base, count, rate=4.0, interval=interval, window=window)
+        figures = await live_sessions(
+            base, namespace, count, rate=4.0, interval=interval, window=window
+        )
         print(figures.summary())
         print(figures.opening.table(f"CPU while {count} sessions opened"))
         print(figures.living.table(f"CPU while {count} sessions lived"))

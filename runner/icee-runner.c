@@ -51,6 +51,10 @@
 #define IO_CHUNK 65536
 #define INQ_SIZE (256 * 1024) /* input held for the program; beyond it, backpressure */
 #define SAMPLE_MS 40          /* waiting detection: /proc sample interval */
+/* Once `w` is sent the interval doubles per quiet sample up to this: a waiting
+   program costs the sandbox ~2 samples a second instead of 25 (each one a walk of
+   /proc through gVisor's sentry). Input or output still sends `r` at once. */
+#define WAITING_SAMPLE_MAX_MS 640
 #define QUIET_SAMPLES 2       /* consecutive quiet samples before `w` */
 #define DRAIN_MAX_MS 100      /* after a stage's main process exits */
 #define DRAIN_QUIET_MS 20     /* ... or this long with nothing to read */
@@ -157,6 +161,7 @@ static struct {
     long long last_cpu;
     int have_cpu;
     int64_t next_sample_ms;
+    int64_t sample_ms;         /* the current interval: SAMPLE_MS, longer while waiting */
 } st; /* zero: in .bss, not in the binary; fds set to -1 in main() */
 
 /* ---------- frames out ---------- */
@@ -721,6 +726,8 @@ static int sample_tasks(long long *cpu_total) {
 static void set_running(void) {
     st.waiting = 0;
     st.quiet = 0;
+    st.sample_ms = SAMPLE_MS;
+    st.next_sample_ms = now_ms() + SAMPLE_MS; /* a new prompt is seen as soon as before */
     emit('r', "", 0);
 }
 
@@ -746,12 +753,14 @@ static void sample(int late) {
            should have run may not have. Inconclusive: neither quiet nor running. */
     } else if (quiet) {
         if (st.quiet < QUIET_SAMPLES) st.quiet++;
+        if (st.waiting && st.sample_ms < WAITING_SAMPLE_MAX_MS) st.sample_ms *= 2;
         if (st.quiet == QUIET_SAMPLES && !st.waiting) {
             st.waiting = 1;
             emit('w', "", 0);
         }
     } else {
         st.quiet = 0;
+        st.sample_ms = SAMPLE_MS;
         if (st.waiting) set_running();
     }
 }
@@ -839,6 +848,7 @@ static void start_stage(enum stage_kind kind) {
     }
     if (kind == STAGE_RUN) {
         st.waiting = st.quiet = st.activity = st.have_cpu = 0;
+        st.sample_ms = SAMPLE_MS;
         st.next_sample_ms = now_ms() + SAMPLE_MS;
         flush_input();
         finish_input_if_due();
@@ -995,7 +1005,7 @@ static void run_stage(void) {
         int64_t t = now_ms();
         if (sampling() && t >= st.next_sample_ms) {
             sample(t - st.next_sample_ms > SAMPLE_MS);
-            st.next_sample_ms = now_ms() + SAMPLE_MS;
+            st.next_sample_ms = now_ms() + st.sample_ms;
         }
     }
 }
