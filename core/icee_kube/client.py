@@ -197,7 +197,10 @@ class KubeClient:
                     detail = await resp.content.read(64 << 10)
                 except _TRANSPORT_ERRORS:
                     detail = b""
-                raise KubeError(status_message(resp.status, detail), resp.status)
+                message = status_message(resp.status, detail)
+                if resp.status == 403 and "exceeded quota" in message:
+                    raise QuotaExceeded(message, resp.status)
+                raise KubeError(message, resp.status)
             yield resp
         finally:
             resp.release()
@@ -244,6 +247,23 @@ class KubeClient:
             if not meta.get("continue"):
                 return items, str(meta.get("resourceVersion") or "")
             params = {**(query or {}), "limit": str(page), "continue": str(meta["continue"])}
+
+    async def read(
+        self, path: str, query: Mapping[str, str], max_bytes: int, seconds: float = 30
+    ) -> bytes:
+        """A response body, at most its first ``max_bytes`` (the rest is never read)."""
+        timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=10)
+        data = bytearray()
+        async with self.open("GET", path, query=query, client_timeout=timeout) as resp:
+            try:
+                while len(data) < max_bytes:
+                    chunk = await resp.content.read(max_bytes - len(data))
+                    if not chunk:
+                        break
+                    data += chunk
+            except _TRANSPORT_ERRORS as exc:
+                raise KubeError(f"cut off: {type(exc).__name__}: {exc}") from exc
+        return bytes(data)
 
     async def stream(
         self, path: str, query: Mapping[str, str], seconds: float

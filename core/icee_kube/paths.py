@@ -5,9 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 
-def pods_path(namespace: str, name: str | None = None, sub: str | None = None) -> str:
-    """``/api/v1/namespaces/<ns>/pods[/<name>[/<sub>]]`` (``sub``: log, attach, ...)."""
-    path = f"/api/v1/namespaces/{quote(namespace)}/pods"
+def _object(path: str, name: str | None, sub: str | None) -> str:
     if name:
         path += f"/{quote(name)}"
         if sub:
@@ -15,13 +13,27 @@ def pods_path(namespace: str, name: str | None = None, sub: str | None = None) -
     return path
 
 
-def events_path(namespace: str) -> str:
-    return f"/api/v1/namespaces/{quote(namespace)}/events"
+def core_path(namespace: str, plural: str, name: str | None = None, sub: str | None = None) -> str:
+    """A namespaced core (``v1``) resource: the collection, one object, or its ``sub``."""
+    return _object(f"/api/v1/namespaces/{quote(namespace)}/{plural}", name, sub)
 
 
 def custom_path(
-    group: str, version: str, namespace: str, plural: str, name: str | None = None
+    group: str,
+    version: str,
+    namespace: str,
+    plural: str,
+    name: str | None = None,
+    sub: str | None = None,
 ) -> str:
-    """A namespaced custom resource (collection, or one object with ``name``)."""
-    path = f"/apis/{group}/{version}/namespaces/{quote(namespace)}/{plural}"
-    return f"{path}/{quote(name)}" if name else path
+    """A namespaced resource of an API group (``sub``: e.g. ``status``)."""
+    return _object(f"/apis/{group}/{version}/namespaces/{quote(namespace)}/{plural}", name, sub)
+
+
+def pods_path(namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    """``/api/v1/namespaces/<ns>/pods[/<name>[/<sub>]]`` (``sub``: log, attach, ...)."""
+    return core_path(namespace, "pods", name, sub)
+
+
+def events_path(namespace: str) -> str:
+    return core_path(namespace, "events")

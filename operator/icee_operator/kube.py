@@ -1,19 +1,20 @@
 """The few Kubernetes calls the operator makes itself (kopf does the watching).
 
-Objects travel as plain JSON dicts, as the API serves them.
+On the same client as the api (:class:`icee_kube.client.KubeClient`); objects
+travel as plain JSON dicts, as the API serves them. Errors other than the ones
+named here are :class:`icee_kube.client.KubeError` (kopf retries the handler).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from icee_core import names
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
+from icee_kube.client import MERGE_PATCH, KubeClient, KubeError, QuotaExceeded
+from icee_kube.paths import core_path, custom_path
 
-MERGE_PATCH = "application/merge-patch+json"
+__all__ = ["MERGE_PATCH", "Conflict", "Gone", "Kube", "QuotaExceeded"]
 
 
 class Conflict(Exception):
@@ -24,54 +25,50 @@ class Gone(Exception):
     """The object no longer exists (HTTP 404)."""
 
 
-class QuotaExceeded(Exception):
-    """The namespace's ResourceQuota refused a new object (HTTP 403 "exceeded quota")."""
-
-
 class Kube:
-    def __init__(self, api_client: Any, namespace: str) -> None:
-        self._api_client = api_client
-        # Untyped on purpose: the stubs want model objects, we pass and get JSON dicts.
-        self._core: Any = client.CoreV1Api(api_client)
-        self._custom: Any = client.CustomObjectsApi(api_client)
+    def __init__(self, client: KubeClient, namespace: str) -> None:
+        self.client = client
         self.namespace = namespace
 
     @classmethod
     async def connect(cls, namespace: str) -> Kube:
         """In-cluster service account when in a pod, else the kubeconfig."""
-        configuration = client.Configuration()
-        if "KUBERNETES_SERVICE_HOST" in os.environ:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            await config.load_kube_config(client_configuration=configuration)
-        return cls(client.ApiClient(configuration), namespace)
-
-    @property
-    def api_client(self) -> Any:
-        return self._api_client
+        return cls(KubeClient.from_kubeconfig(None), namespace)
 
     async def close(self) -> None:
-        await self._api_client.close()
+        await self.client.close()
+
+    def _sessions(self, name: str | None = None, sub: str | None = None) -> str:
+        return custom_path(names.GROUP, names.VERSION, self.namespace, names.PLURAL, name, sub)
+
+    def _pods(self, name: str | None = None, sub: str | None = None) -> str:
+        return core_path(self.namespace, "pods", name, sub)
+
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        try:
+            return await self.client.call("GET", path)
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def _delete(self, path: str, options: Mapping[str, Any]) -> None:
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", **options}
+        try:
+            await self.client.call("DELETE", path, body=body)
+        except KubeError as error:
+            if error.status != 404:
+                raise
 
     # CodeSessions
 
     async def get_session(self, name: str) -> dict[str, Any] | None:
-        try:
-            found = await self._custom.get_namespaced_custom_object(
-                names.GROUP, names.VERSION, self.namespace, names.PLURAL, name
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return cast(dict[str, Any], found)
+        return await self._get(self._sessions(name))
 
     async def list_sessions(self) -> list[dict[str, Any]]:
         """Every CodeSession in the namespace, as JSON."""
-        found = await self._custom.list_namespaced_custom_object(
-            names.GROUP, names.VERSION, self.namespace, names.PLURAL
-        )
-        return [item for item in cast(dict[str, Any], found).get("items") or []]
+        items, _ = await self.client.list_all(self._sessions())
+        return items
 
     async def patch_session_status(
         self, name: str, status: Mapping[str, Any], resource_version: str
@@ -79,16 +76,10 @@ class Kube:
         """Merge `status` in, only if the object is still at `resource_version`."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         try:
-            await self._custom.patch_namespaced_custom_object_status(
-                names.GROUP,
-                names.VERSION,
-                self.namespace,
-                names.PLURAL,
-                name,
-                body,
-                _content_type=MERGE_PATCH,
+            await self.client.call(
+                "PATCH", self._sessions(name, "status"), body=body, content_type=MERGE_PATCH
             )
-        except ApiException as error:
+        except KubeError as error:
             if error.status == 409:
                 raise Conflict(name) from None
             if error.status == 404:
@@ -96,31 +87,23 @@ class Kube:
             raise
 
     async def delete_session(self, name: str) -> None:
-        await _ignore_missing(
-            self._custom.delete_namespaced_custom_object(
-                names.GROUP,
-                names.VERSION,
-                self.namespace,
-                names.PLURAL,
-                name,
-                propagation_policy="Background",
-            )
-        )
+        await self._delete(self._sessions(name), {"propagationPolicy": "Background"})
 
     # Owned objects
 
     async def create_pod(self, body: Mapping[str, Any]) -> None:
-        await _ignore_existing(self._core.create_namespaced_pod(self.namespace, body))
+        """Create the pod (one that exists already is fine); QuotaExceeded if refused."""
+        try:
+            await self.client.call("POST", self._pods(), body=body)
+        except QuotaExceeded:
+            raise
+        except KubeError as error:
+            if error.status != 409:
+                raise
 
     async def get_pod(self, name: str) -> dict[str, Any] | None:
         """The pod as JSON, or None when there is none."""
-        try:
-            pod = await self._core.read_namespaced_pod(name, self.namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return cast(dict[str, Any], self._api_client.sanitize_for_serialization(pod))
+        return await self._get(self._pods(name))
 
     async def patch_pod(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
         """Merge `patch` into the pod (a resourceVersion in it is a precondition).
@@ -128,23 +111,18 @@ class Kube:
         None when the pod is gone; Conflict when it changed since that version.
         """
         try:
-            pod = await self._core.patch_namespaced_pod(
-                name, self.namespace, patch, _content_type=MERGE_PATCH
+            return await self.client.call(
+                "PATCH", self._pods(name), body=patch, content_type=MERGE_PATCH
             )
-        except ApiException as error:
+        except KubeError as error:
             if error.status == 404:
                 return None
             if error.status == 409:
                 raise Conflict(name) from None
             raise
-        return cast(dict[str, Any], self._api_client.sanitize_for_serialization(pod))
 
     async def delete_pod(self, name: str, grace_seconds: int) -> None:
-        await _ignore_missing(
-            self._core.delete_namespaced_pod(
-                name, self.namespace, grace_period_seconds=grace_seconds
-            )
-        )
+        await self._delete(self._pods(name), {"gracePeriodSeconds": grace_seconds})
 
     async def read_log(
         self,
@@ -158,44 +136,14 @@ class Kube:
 
         Empty when the pod or its log is gone.
         """
-        kwargs: dict[str, Any] = {"container": names.CONTAINER_NAME}
+        query = {"container": names.CONTAINER_NAME}
         if tail_lines is not None:
-            kwargs["tail_lines"] = tail_lines
+            query["tailLines"] = str(tail_lines)
         if limit_bytes is not None:
-            kwargs["limit_bytes"] = limit_bytes
+            query["limitBytes"] = str(limit_bytes)
         try:
-            resp = await self._core.read_namespaced_pod_log(
-                name, self.namespace, _preload_content=False, **kwargs
-            )
-        except ApiException as error:
+            return await self.client.read(self._pods(name, "log"), query, max_bytes)
+        except KubeError as error:
             if error.status in (400, 404):
                 return b""
-            raise
-        try:
-            data = bytearray()
-            while len(data) < max_bytes:
-                chunk = await resp.content.read(max_bytes - len(data))
-                if not chunk:
-                    break
-                data += chunk
-            return bytes(data)
-        finally:
-            resp.release()
-
-
-async def _ignore_missing(call: Any) -> None:
-    try:
-        await call
-    except ApiException as error:
-        if error.status != 404:
-            raise
-
-
-async def _ignore_existing(call: Any) -> None:
-    try:
-        await call
-    except ApiException as error:
-        if error.status == 403 and "exceeded quota" in str(error.body or ""):
-            raise QuotaExceeded(str(error.body)[:500]) from None
-        if error.status != 409:
             raise

@@ -23,10 +23,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+from icee_kube.client import KubeClient, KubeError
+from icee_kube.paths import custom_path
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Observer:
 class LeaderElection:
     def __init__(
         self,
-        api_client: Any,
+        client: KubeClient,
         namespace: str,
         name: str,
         identity: str,
@@ -92,9 +92,7 @@ class LeaderElection:
         renew_seconds: float = 5.0,
         retry_seconds: float = 2.0,
     ) -> None:
-        # Untyped on purpose: we pass and get JSON dicts, not the stubs' models.
-        self._api: Any = client.CoordinationV1Api(api_client)
-        self._api_client = api_client
+        self._client = client
         self.namespace = namespace
         self.name = name
         self.identity = identity
@@ -103,14 +101,19 @@ class LeaderElection:
         self.retry_seconds = retry_seconds
         self._observer = Observer()
 
+    def _path(self, name: str | None = None) -> str:
+        return custom_path("coordination.k8s.io", "v1", self.namespace, "leases", name)
+
     async def _read(self) -> dict[str, Any] | None:
         try:
-            lease = await self._api.read_namespaced_lease(self.name, self.namespace)
-        except ApiException as error:
+            return await self._client.call("GET", self._path(self.name))
+        except KubeError as error:
             if error.status == 404:
                 return None
             raise
-        return cast(dict[str, Any], self._api_client.sanitize_for_serialization(lease))
+
+    async def _replace(self, lease: dict[str, Any]) -> None:
+        await self._client.call("PUT", self._path(self.name), body=lease)
 
     async def try_acquire_or_renew(self) -> bool:
         """One attempt; True when this process holds the Lease afterwards."""
@@ -124,8 +127,8 @@ class LeaderElection:
                 "spec": lease_spec(self.identity, self.lease_seconds, now, 0),
             }
             try:
-                await self._api.create_namespaced_lease(self.namespace, body)
-            except ApiException as error:
+                await self._client.call("POST", self._path(), body=body)
+            except KubeError as error:
                 if error.status == 409:
                     return False  # another replica created it first
                 raise
@@ -140,8 +143,8 @@ class LeaderElection:
         # The resourceVersion makes it conditional: a concurrent change wins, we retry.
         lease["spec"] = spec
         try:
-            await self._api.replace_namespaced_lease(self.name, self.namespace, lease)
-        except ApiException as error:
+            await self._replace(lease)
+        except KubeError as error:
             if error.status == 409:
                 return False
             raise
@@ -188,7 +191,7 @@ class LeaderElection:
             if lease is None or record_of(lease).holder != self.identity:
                 return
             lease["spec"] = dict(lease["spec"]) | {"holderIdentity": None}
-            await self._api.replace_namespaced_lease(self.name, self.namespace, lease)
+            await self._replace(lease)
             logger.info("leader: released lease %s", self.name)
         except Exception as error:  # it expires on its own
             logger.warning("leader: cannot release lease %s: %r", self.name, error)

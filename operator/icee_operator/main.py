@@ -20,7 +20,7 @@ import kopf
 from aiohttp import web
 from icee_core.languages import LanguageConfigError, LanguageRegistry, load_registry
 
-from icee_operator import handlers, pool_handlers
+from icee_operator import handlers, login, pool_handlers
 from icee_operator.kube import Kube
 from icee_operator.leader import LeaderElection
 from icee_operator.settings import OperatorSettings
@@ -41,6 +41,7 @@ def run() -> None:
     # Importing the modules registers their handlers with kopf.
     assert handlers.startup
     assert pool_handlers.pools_startup
+    assert login.login
     with contextlib.suppress(asyncio.CancelledError):
         sys.exit(asyncio.run(operate(settings, languages)))
 
@@ -52,7 +53,7 @@ async def operate(settings: OperatorSettings, languages: LanguageRegistry) -> in
         return 0
     kube = await Kube.connect(settings.namespace)
     election = LeaderElection(
-        kube.api_client,
+        kube.client,
         settings.namespace,
         settings.leader_lease,
         identity=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",

@@ -78,9 +78,9 @@ class Cluster:
         body = codesession_manifest(session_id, spec, self.namespace, client)
         try:
             await self.kube.call("POST", codesessions_path(self.namespace), body=body)
+        except QuotaExceeded:
+            raise
         except KubeError as exc:
-            if exc.status == 403 and "exceeded quota" in str(exc):
-                raise QuotaExceeded(str(exc), exc.status) from exc
             raise KubeError(f"cannot create the CodeSession: {exc}", exc.status) from exc
 
     async def mark_connected(
