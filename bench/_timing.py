@@ -64,6 +64,7 @@ async def timed_session(
     *,
     during: Callable[[ClientConnection, SessionTimes], Awaitable[None]] | None = None,
     admit_within: float = 0,
+    client: str | None = None,
     **extra: Any,
 ) -> SessionTimes:
     """POST a session, open its WebSocket at once and clock it until the final state.
@@ -71,13 +72,14 @@ async def timed_session(
     ``during``, if given, runs once the program is released (the 'running' frame) and
     may drive the session (send input, terminate); frames keep being clocked after it.
     ``admit_within``: retry refusals (429/503, after their Retry-After) that long; the
-    clock then runs from the first POST, so waiting for admission counts.
+    clock then runs from the first POST, so waiting for admission counts; ``client``
+    (with ``admit_within``): the X-Forwarded-For address it creates as.
     """
     t0 = time.perf_counter()
     times = SessionTimes()
     if admit_within:
         times.session_id, times.refusals = await create_admitted(
-            http, code, admit_within, language=language, **extra
+            http, code, admit_within, client, language=language, **extra
         )
     else:
         times.session_id = await create(http, code, language=language, **extra)

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 from _common import Refused, percentile
 from _timing import HELLO, first_byte, run_main, timed_session
-from density import OPERATOR_ENV, SETTINGS, DensityFigures, live_sessions
+from density import OPERATOR_ENV, SETTINGS, DensityFigures, client_address, live_sessions
 from icee_core.languages import load_registry
 from warm_start import StartFigures, cold_runs, pool, wait_empty, wait_ready, warm_runs
 
@@ -66,10 +66,12 @@ class Results:
     density: dict[int, DensityFigures] = field(default_factory=dict)
 
 
-async def session_first(http: httpx.AsyncClient, base: str, batch: Batch) -> None:
+async def session_first(
+    http: httpx.AsyncClient, base: str, batch: Batch, client: str | None = None
+) -> None:
     """One python hello world as a patient client; its first byte goes into ``batch``."""
     try:
-        times = await timed_session(http, base, HELLO["python"], admit_within=300)
+        times = await timed_session(http, base, HELLO["python"], admit_within=300, client=client)
     except (Refused, httpx.HTTPError, OSError) as error:
         print(f"  session failed: {error!r}")
         batch.failed += 1
@@ -95,7 +97,7 @@ async def burst(http: httpx.AsyncClient, base: str, namespace: str, size: int, n
     await asyncio.sleep(1)  # the api's cache has the pool's pods
     batch = Batch()
     t0 = time.perf_counter()
-    await asyncio.gather(*(session_first(http, base, batch) for _ in range(n)))
+    await asyncio.gather(*(session_first(http, base, batch, client_address(i)) for i in range(n)))
     batch.seconds, batch.load = time.perf_counter() - t0, load()
     return batch
 
@@ -109,11 +111,11 @@ async def sustained(
     batch = Batch()
     t0 = time.perf_counter()
 
-    async def client() -> None:
+    async def client(i: int) -> None:
         while time.perf_counter() - t0 < seconds:
-            await session_first(http, base, batch)
+            await session_first(http, base, batch, client_address(i))
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(i) for i in range(clients)))
     batch.seconds, batch.load = time.perf_counter() - t0, load()
     return batch
 
@@ -257,7 +259,8 @@ def chart(results: Results, path: Path) -> None:
     if runs:
         ax.boxplot([[x * 1000 for x in v] for _, v in runs], tick_labels=[k for k, _ in runs])
     ax.set_yscale("log")
-    ax.set_title("burst of 30 / sustained (python)")
+    sizes = {len(b.firsts) + b.failed for b in results.burst.values()}
+    ax.set_title(f"burst of {max(sizes, default=0)} / sustained (python)")
     ax.tick_params(axis="x", labelsize=7)
     ax.grid(axis="y", alpha=0.3)
 
