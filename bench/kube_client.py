@@ -2,6 +2,7 @@
 
     python bench/kube_client.py                  # 200 gets and patches, 100 watches each
     python bench/kube_client.py -n 50 --watches 50
+    python bench/kube_client.py --operator-only    # the idle operator alone
 
 Each client runs in a child process of its own (so one's imports do not count
 towards another's memory) against the real cluster (``$KUBECONFIG``), in a
@@ -236,6 +237,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=200, help="gets and patches per client")
     parser.add_argument("--watches", type=int, default=100)
+    parser.add_argument("--operator-only", action="store_true", help="only the idle operator's RSS")
     parser.add_argument("--child", choices=CLIENTS, help=argparse.SUPPRESS)
     parser.add_argument("--namespace", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -244,6 +246,10 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    if args.operator_only:
+        with bench_namespace() as namespace:
+            print(f"icee-operator idle RSS: {operator_rss(namespace):.1f} MiB ({load_average()})")
+        return
     rows = []
     with bench_namespace() as namespace:
         for i in range(10):
