@@ -146,7 +146,7 @@ def release(helm: str) -> Iterator[Release]:
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
         "--set", "image.pullPolicy=Never", "--set", "sandbox.imagePullPolicy=Never",
         "--set", f"sandbox.namespace={rel.sandbox}", "--set", "sandbox.createRuntimeClass=false",
-        "--set", "api.service.type=NodePort", "--set", "api.shutdownGraceSeconds=5",
+        "--set", "api.service.type=NodePort", "--set", "api.shutdownGraceSeconds=15",
         # Two operators: one leads (a Lease), the other stands by.
         "--set", "operator.replicas=2",
         # One warm pod in all: the node has 2 cores.
@@ -438,16 +438,41 @@ def component_pods(release: Release, component: str) -> set[str]:
     return set(names.split())
 
 
-def wait_until_deleting(release: Release, pod: str, within: float) -> float:
-    """Until the pod is being deleted (its drain began); returns when (monotonic)."""
-    deadline = time.monotonic() + within
-    while not kubectl(
-        "-n", release.namespace, "get", "pod", pod, "--ignore-not-found",
-        "-o", "jsonpath={.metadata.deletionTimestamp}",
-    ):  # fmt: skip
-        assert time.monotonic() < deadline, f"{pod} was not replaced within {within:g} s"
-        time.sleep(0.3)
-    return time.monotonic()
+class DeletionWatch:
+    """Watches a pod (``kubectl get -w``) for the moment it is being deleted.
+
+    A watch, not polling: each kubectl call takes seconds on a loaded node, and
+    the drain's grace period runs from that moment.
+    """
+
+    def __init__(self, release: Release, pod: str) -> None:
+        self.pod = pod
+        self.at: float | None = None
+        self._seen = threading.Event()
+        self._proc = subprocess.Popen(
+            [str(REPO / "cluster" / "kubectl"), "-n", release.namespace, "get", "pod", pod,
+             "-w", "-o", 'jsonpath={.metadata.deletionTimestamp}{"\\n"}'],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV,
+        )  # fmt: skip
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if line.strip():
+                self.at = time.monotonic()
+                self._seen.set()
+                return
+
+    def wait(self, within: float) -> float:
+        """When the deletion began (monotonic)."""
+        try:
+            assert self._seen.wait(within), f"{self.pod} was not replaced within {within:g} s"
+            assert self.at is not None
+            return self.at
+        finally:
+            self._proc.kill()
+            self._proc.wait()
 
 
 def final_phase(release: Release, session_id: str, within: float) -> dict[str, Any]:
@@ -498,6 +523,7 @@ def test_upgrade_gives_every_stream_a_final_state(helm: str, release: Release) -
     ids["unconnected"] = create_session(release, "print('late')", headers)
     # New pod templates for both: the api rolls (surge first, then the old one
     # drains), and so do the operators (the Lease passes to a new one).
+    deletion = DeletionWatch(release, old_api)
     started = time.monotonic()
     upgrade = subprocess.Popen(
         [helm, "upgrade", release.name, str(CHART), "-n", release.namespace, "--reuse-values",
@@ -506,7 +532,7 @@ def test_upgrade_gives_every_stream_a_final_state(helm: str, release: Release) -
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
     )  # fmt: skip
     try:
-        drain = wait_until_deleting(release, old_api, 240)
+        drain = deletion.wait(240)
         bye.set()  # within the grace: this one ends by itself
         output, _ = upgrade.communicate(timeout=300)
     finally:
