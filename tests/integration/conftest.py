@@ -180,8 +180,11 @@ class ApiServer:
         """
         async with self.http() as http:
             view = (await http.get(f"/session/{session_id}")).json()
+        # In a thread: a blocking kubectl would hold up the other sessions' clients.
         obj = json.loads(
-            kubectl("get", "codesession", session_id, "-n", self.namespace, "-o", "json")
+            await asyncio.to_thread(
+                kubectl, "get", "codesession", session_id, "-n", self.namespace, "-o", "json"
+            )
         )
         seconds = obj["spec"]["timeouts"]["executionSeconds"]
         started = datetime.fromisoformat(view["startedAt"]).timestamp()

@@ -454,7 +454,8 @@ class DeletionWatch:
              "-w", "-o", 'jsonpath={.metadata.deletionTimestamp}{"\\n"}'],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV,
         )  # fmt: skip
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self._proc.stdout is not None
@@ -473,6 +474,9 @@ class DeletionWatch:
         finally:
             self._proc.kill()
             self._proc.wait()
+            self._reader.join(10)
+            assert self._proc.stdout is not None
+            self._proc.stdout.close()
 
 
 def final_phase(release: Release, session_id: str, within: float) -> dict[str, Any]:

@@ -354,6 +354,7 @@ class Bridge:
     async def _ended_by_operator(self) -> BridgeEnd:
         assert self._operator_ended is not None
         await self._operator_ended()
+        log.info("session %s: ended by the operator; its pod is going", self.session.id)
         # The pod is being deleted: what the program wrote before is in flight and
         # usually arrives with the runner's last frame (which ends the bridge first);
         # on a loaded node the kubelet may take seconds to stop the container.

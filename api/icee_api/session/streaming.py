@@ -429,6 +429,7 @@ class SessionStream:
             self.session.end(outcome)
         self._metrics.sessions_ended.labels(outcome.reason or "Unknown").inc()
         await self._client.send_final(messages.final_state(outcome))
+        log.info("session %s: %s %s", self.id, outcome.state.value, outcome.reason or "")
         return CloseCode.NORMAL, outcome.state.value
 
 
