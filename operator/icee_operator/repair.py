@@ -53,7 +53,7 @@ async def repair(ctx: Context, body: Mapping[str, Any]) -> None:
         return
     deadline = execution_deadline(ctx, body)
     if deadline is not None and datetime.now(UTC) >= deadline:
-        await time_limit(ctx, name)
+        await time_limit(ctx, name, _snapshot(body))
         return
     arm_execution_deadline(ctx, body)
     await reconcile(ctx, body)
@@ -65,11 +65,26 @@ def arm_execution_deadline(ctx: Context, body: Mapping[str, Any]) -> None:
     if deadline is None:
         return
     name = body["metadata"]["name"]
+    seen = _snapshot(body)
 
     async def expire() -> None:
-        await time_limit(ctx, name)
+        await time_limit(ctx, name, seen)
 
     ctx.deadlines.arm(f"execution/{name}", deadline, expire)
+
+
+def _snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a status write needs of the object as it was seen (not its code).
+
+    The write carries its resourceVersion: if the session changed since, it
+    conflicts and is computed again from a fresh read. Usually nothing changed, and
+    the deadline costs one call to a (possibly loaded) API server instead of two.
+    """
+    metadata = body.get("metadata") or {}
+    return {
+        "metadata": {k: metadata.get(k) for k in ("name", "resourceVersion", "creationTimestamp")},
+        "status": dict(body.get("status") or {}),
+    }
 
 
 def execution_deadline(ctx: Context, body: Mapping[str, Any]) -> datetime | None:
@@ -87,12 +102,12 @@ def execution_deadline(ctx: Context, body: Mapping[str, Any]) -> datetime | None
     return status.started_at + timedelta(seconds=seconds)
 
 
-async def time_limit(ctx: Context, name: str) -> None:
+async def time_limit(ctx: Context, name: str, seen: Mapping[str, Any] | None = None) -> None:
     observed = Observation(
         Phase.TERMINATED, Reason.TIME_LIMIT_EXCEEDED, message="the execution time limit was reached"
     )
     logger.info("session %s: execution time is up", name)
-    await advance(ctx, name, observed, only_from=_NOT_FINAL)
+    await advance(ctx, name, observed, seen, only_from=_NOT_FINAL)
 
 
 async def give_up(ctx: Context, name: str, reason: Reason, message: str) -> None:

@@ -1,6 +1,7 @@
 """The operator's level-triggered parts that need no cluster: kopf's stored copy of
 the spec, and the execution deadline."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,7 +10,8 @@ from icee_core.languages import load_registry
 from icee_core.models import ServerMaxima, Timeouts
 from icee_operator.deadlines import Deadlines
 from icee_operator.handlers import DIFFBASE_IGNORED
-from icee_operator.repair import execution_deadline
+from icee_operator.kube import Conflict
+from icee_operator.repair import arm_execution_deadline, execution_deadline
 from icee_operator.sessions import Context
 from icee_operator.settings import OperatorSettings
 
@@ -59,3 +61,57 @@ def test_execution_deadline_is_capped_by_the_server_maxima() -> None:
 def test_no_execution_deadline_before_the_program_runs() -> None:
     assert execution_deadline(context(), body("Pending")) is None
     assert execution_deadline(context(), body(None)) is None
+
+
+class FakeKube:
+    """The calls a status write makes; `conflicts` refused patches first."""
+
+    def __init__(self, stored: dict[str, Any], conflicts: int = 0) -> None:
+        self.stored = stored
+        self.conflicts = conflicts
+        self.calls: list[str] = []
+
+    async def get_session(self, name: str) -> dict[str, Any]:
+        self.calls.append("get")
+        return self.stored
+
+    async def patch_session_status(self, name: str, status: dict[str, Any], version: str) -> None:
+        self.calls.append(f"patch@{version}")
+        if self.conflicts:
+            self.conflicts -= 1
+            self.stored["metadata"]["resourceVersion"] = "8"
+            raise Conflict(name)
+        self.stored["status"] = status
+
+    async def delete_pod(self, name: str, grace_seconds: int) -> None:
+        self.calls.append("delete pod")
+
+
+def running_session() -> dict[str, Any]:
+    started = (datetime.now(UTC) - timedelta(seconds=60)).isoformat()
+    running = body("Running", 30, startedAt=started, podName="run-s")
+    running["metadata"] |= {"resourceVersion": "7", "creationTimestamp": started}
+    return running
+
+
+async def test_the_deadline_writes_from_the_object_it_saw_in_one_call() -> None:
+    # A loaded API server answers slowly: no read before the write.
+    ctx = context()
+    kube = FakeKube(running_session())
+    ctx.kube = kube  # type: ignore[assignment]
+    arm_execution_deadline(ctx, kube.stored)
+    await asyncio.sleep(0.05)
+    assert kube.calls == ["patch@7", "delete pod"]
+    assert kube.stored["status"]["reason"] == "TimeLimitExceeded"
+    await ctx.deadlines.close()
+
+
+async def test_the_deadline_reads_again_when_the_session_changed_meanwhile() -> None:
+    ctx = context()
+    kube = FakeKube(running_session(), conflicts=1)
+    ctx.kube = kube  # type: ignore[assignment]
+    arm_execution_deadline(ctx, kube.stored)
+    await asyncio.sleep(0.05)
+    assert kube.calls == ["patch@7", "get", "patch@8", "delete pod"]
+    assert kube.stored["status"]["phase"] == "Terminated"
+    await ctx.deadlines.close()
