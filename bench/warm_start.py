@@ -106,6 +106,18 @@ class StartFigures:
     refill: list[float] = field(default_factory=list)
     cold: list[float] = field(default_factory=list)
     bare: list[float] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # runs left out, and why
+
+
+async def first_run(
+    http: httpx.AsyncClient, base: str, language: str, into: list[float], figures: StartFigures
+) -> None:
+    """One run; a failed one (e.g. the node's runtime restarted) is reported, left out."""
+    try:
+        into.append(await first_byte(http, base, language))
+    except (RuntimeError, OSError, httpx.HTTPError) as error:
+        print(f"  {language} run failed (left out): {error}", flush=True)
+        figures.failed.append(str(error)[:300])
 
 
 async def warm_runs(
@@ -118,10 +130,12 @@ async def warm_runs(
     for _ in range(runs):
         await wait_ready(namespace, language, 1)
         await asyncio.sleep(0.5)  # the api's cache has the pod's latest version
-        figures.warm.append(await first_byte(http, base, language))
-        claimed_at = time.perf_counter() - figures.warm[-1]
-        await wait_ready(namespace, language, 1)
-        figures.refill.append(time.perf_counter() - claimed_at)
+        t0 = time.perf_counter()
+        before = len(figures.warm)
+        await first_run(http, base, language, figures.warm, figures)
+        if len(figures.warm) > before:
+            await wait_ready(namespace, language, 1)
+            figures.refill.append(time.perf_counter() - t0)
 
 
 async def cold_runs(
@@ -132,7 +146,7 @@ async def cold_runs(
     pool(namespace, language.id, 0)
     await wait_empty(namespace, language.id)
     for _ in range(runs):
-        figures.cold.append(await first_byte(http, base, language.id))
+        await first_run(http, base, language.id, figures.cold, figures)
         try:
             figures.bare.append(await asyncio.to_thread(bare_first, language))
         except (subprocess.CalledProcessError, AssertionError, IndexError) as error:
