@@ -2,13 +2,16 @@
 
 uvicorn on SIGTERM closes every WebSocket with 1012 at once; icee first drains:
 new sessions are refused, attached ones get the grace period to finish, the rest
-end with ServerShutdown and their clients get the final state. Then uvicorn stops.
+end with ServerShutdown and their clients get the final state. The port stays open
+at least ``shutdown_min_seconds`` (endpoints take a moment to follow). Then
+uvicorn stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from types import FrameType
 
 import uvicorn
@@ -35,12 +38,16 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
         settings = self._services.settings
+        since = time.monotonic()
         try:
             await self._services.live.drain(
                 settings.shutdown_grace_seconds, settle=settings.final_status_timeout_seconds
             )
         except Exception:
             log.exception("drain failed")
+        # Connections may still be routed here for a moment: answer them (503 for new
+        # sessions) rather than refuse them at a closed port.
+        await asyncio.sleep(settings.shutdown_min_seconds - (time.monotonic() - since))
         super().handle_exit(sig, frame)
 
 

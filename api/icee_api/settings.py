@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     termination_timeout_seconds: Annotated[float, Field(gt=0)] = 45.0
     # Running sessions get this long to finish after SIGTERM before ServerShutdown.
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
+    # After SIGTERM the port stays open at least this long (new sessions get 503),
+    # even with nothing to drain: endpoints (kube-proxy, an ingress) take a moment
+    # to stop sending connections here, which would otherwise be refused.
+    shutdown_min_seconds: Annotated[float, Field(ge=0)] = 0.0
 
     attach_max_frame_bytes: Annotated[int, Field(ge=4096)] = 1024 * 1024
     attach_max_queue: Annotated[int, Field(ge=1)] = 16

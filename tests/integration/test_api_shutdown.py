@@ -69,3 +69,18 @@ async def test_shutdown_without_a_final_status_still_tells_the_client(
     assert transcript.final["reason"] == "ServerShutdown"
     assert transcript.states == ["pending", "terminated"]
     assert api.process.popen.wait(30) in (0, -signal.SIGTERM)
+
+
+async def test_a_stopping_api_keeps_answering_for_its_minimum_time(start_api: StartApi) -> None:
+    # Nothing to drain, yet kube-proxy may still send connections for a moment: they
+    # get answers (503 for new sessions), not a closed port.
+    api: ApiServer = start_api(shutdown_min_seconds="3")
+    sent = time.monotonic()
+    api.process.popen.send_signal(signal.SIGTERM)
+    await asyncio.sleep(1)
+    async with api.http() as http:
+        r = await http.post("/session", json={"language": "python", "code": "print(1)"})
+        assert r.status_code == 503
+        assert (await http.get("/healthz")).status_code == 200
+    assert api.process.popen.wait(30) in (0, -signal.SIGTERM)
+    assert time.monotonic() - sent >= 3

@@ -505,7 +505,12 @@ def test_upgrade_gives_every_stream_a_final_state(helm: str, release: Release) -
     """
     headers = auth_headers()
     ws = f"ws://127.0.0.1:{release.port}/ws/session/"
-    (old_api,) = component_pods(release, "api")
+    # (An earlier test's rollout may still be removing its old api pod.)
+    deadline = time.monotonic() + 120
+    while len(api_pods := component_pods(release, "api")) != 1:
+        assert time.monotonic() < deadline, f"api pods: {api_pods}"
+        time.sleep(1)
+    (old_api,) = api_pods
     old_operator = component_pods(release, "operator")
     bye = threading.Event()
     ids = {
