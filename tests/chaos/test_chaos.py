@@ -135,8 +135,12 @@ def judge(component: str, sessions: list[Tracked]) -> None:
         )
 
 
-def nothing_left(stack: ChaosStack, ids: set[str], within: float = 60) -> None:
-    """No pod, claim, CodeSession or ConfigMap of these sessions; the pool at its size."""
+def nothing_left(stack: ChaosStack, ids: set[str], within: float = 90) -> None:
+    """No pod, claim, CodeSession or ConfigMap of these sessions; the pool at its size.
+
+    Within 90 s: a warm pod claimed by an api killed before it recorded the claim
+    is deleted by the pool 60 s after the claim.
+    """
     deadline = time.monotonic() + within
     while True:
         pods = stack.items("pods")
