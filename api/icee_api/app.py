@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from icee_core.languages import load_registry
 
 from icee_api.routes import languages, probes, sessions, stream, ui
 from icee_api.services import Services
+from icee_api.session.claims import Leases, StreamClaims, default_replica
 from icee_api.session.cluster import Cluster
 from icee_api.session.watches import Watches
 from icee_api.settings import Settings
@@ -31,13 +33,22 @@ def create_app(settings: Settings | None = None, cluster: Cluster | None = None)
         )
         watches = Watches(connected)
         watches.start()
-        services.connect(connected, watches)
+        claims = StreamClaims(
+            Leases(connected.kube, settings.namespace),
+            settings.replica_name or default_replica(),
+            settings.lease_seconds,
+        )
+        holding = asyncio.create_task(claims.run(), name="replica lease")
+        services.connect(connected, watches, claims)
         log.info(
             "icee api: namespace %s, %d languages", settings.namespace, len(services.languages)
         )
         try:
             yield
         finally:
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
+            await claims.close()
             await watches.stop()
             if own:
                 await connected.close()

@@ -15,6 +15,7 @@ from icee_api.admission import Admission, AdmissionLimits, SessionCounts
 from icee_api.auth import TokenStore
 from icee_api.clients import Network, parse_networks
 from icee_api.metrics import Metrics
+from icee_api.session.claims import StreamClaims
 from icee_api.session.cluster import Cluster
 from icee_api.session.live import LiveSessions
 from icee_api.session.streaming import StreamTimeouts
@@ -34,6 +35,7 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     _cluster: Cluster | None = None
     _watches: Watches | None = None
+    _claims: StreamClaims | None = None
     live: LiveSessions = field(init=False)
     termination: Termination = field(init=False)
     admission: Admission = field(init=False)
@@ -74,9 +76,16 @@ class Services:
             raise NotConnected("not connected to the Kubernetes API")
         return self._watches
 
-    def connect(self, cluster: Cluster, watches: Watches) -> None:
+    @property
+    def claims(self) -> StreamClaims:
+        if self._claims is None:
+            raise NotConnected("not connected to the Kubernetes API")
+        return self._claims
+
+    def connect(self, cluster: Cluster, watches: Watches, claims: StreamClaims) -> None:
         self._cluster = cluster
         self._watches = watches
+        self._claims = claims
         watches.outcomes.observers.append(self.admission.counts)
 
     def _stream_of(self, session_id: str) -> StreamHandle | None:

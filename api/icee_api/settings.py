@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     final_status_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     # From asking the operator to end a session to its pod going away.
     termination_timeout_seconds: Annotated[float, Field(gt=0)] = 45.0
+    # This process's name among the api replicas (the chart passes the pod's name);
+    # None: host name and process id. Its lease (claims.py) is icee-api-<name>.
+    replica_name: str | None = None
+    # A replica that stops renewing its lease this long is dead to the operator,
+    # which ends the sessions it streamed (ClientGone). Renewed every third of it.
+    lease_seconds: Annotated[int, Field(ge=3, le=300)] = 15
     # Running sessions get this long to finish after SIGTERM before ServerShutdown.
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
     # After SIGTERM the port stays open at least this long (new sessions get 503),

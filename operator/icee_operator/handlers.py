@@ -8,6 +8,8 @@
                                     deadlines (start timeout, retention) re-armed
 - every RECONCILE_SECONDS        -> each CodeSession repaired (level-triggered):
                                     whatever an event missed or a handler failed
+- every claims_check_seconds     -> sessions whose streaming api replica died
+                                    (its lease expired) end ClientGone
 - a session running              -> its execution deadline armed (the operator's own)
 
 kopf timers and daemons would do the last two, but kopf puts its finalizer on
@@ -38,6 +40,7 @@ from icee_core.models import Phase, Reason
 
 from icee_operator.deadlines import Deadlines
 from icee_operator.kube import Kube
+from icee_operator.orphans import keep_ending_orphans
 from icee_operator.repair import arm_execution_deadline, give_up, keep_repairing
 from icee_operator.sessions import (
     Context,
@@ -93,14 +96,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["repairing"] = asyncio.create_task(
         keep_repairing(ctx, RECONCILE_SECONDS), name="repair sessions"
     )
+    memo["orphans"] = asyncio.create_task(
+        keep_ending_orphans(ctx, config.claims_check_seconds), name="end orphaned streams"
+    )
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     ctx = context(memo)
-    repairing = cast(asyncio.Task[None], memo["repairing"])
-    repairing.cancel()
-    await asyncio.gather(repairing, return_exceptions=True)
+    loops = [cast(asyncio.Task[None], memo[key]) for key in ("repairing", "orphans")]
+    for loop in loops:
+        loop.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
     await ctx.deadlines.close()
     await ctx.kube.close()
 

@@ -89,6 +89,23 @@ class Kube:
     async def delete_session(self, name: str) -> None:
         await self._delete(self._sessions(name), {"propagationPolicy": "Background"})
 
+    # Stream claims of the api replicas (icee_core.claims)
+
+    def _leases(self, name: str | None = None) -> str:
+        return custom_path("coordination.k8s.io", "v1", self.namespace, "leases", name)
+
+    async def list_leases(self, label_selector: str) -> list[dict[str, Any]]:
+        items, _ = await self.client.list_all(self._leases(), {"labelSelector": label_selector})
+        return items
+
+    async def delete_lease(self, name: str, uid: str) -> None:
+        """Delete the lease if it is still the object with ``uid`` (gone: fine)."""
+        try:
+            await self._delete(self._leases(name), {"preconditions": {"uid": uid}})
+        except KubeError as error:
+            if error.status != 409:  # replaced meanwhile: not ours to delete
+                raise
+
     # Owned objects
 
     async def create_pod(self, body: Mapping[str, Any]) -> None:

@@ -322,11 +322,18 @@ def _connected_at(body: Mapping[str, Any]) -> datetime | None:
 
 
 def _start_deadline(ctx: Context, body: Mapping[str, Any]) -> datetime:
-    """Connected: start timeout from the connection; else the connect timeout from creation."""
+    """Connected: start timeout from the connection; else the connect timeout from creation.
+
+    The connect timeout is the session's idle timeout (no client is no I/O), at most
+    ``connect_timeout_seconds``. It lives here, not in the api replica that took the
+    POST: the client may connect to any replica, and that one may be gone. Counted
+    from the end of the creation second (creationTimestamp is truncated to seconds),
+    so never early.
+    """
     created = _created_at(body)
     connected = _connected_at(body)
     if connected is None:
-        return created + timedelta(seconds=ctx.settings.connect_timeout_seconds)
+        return created + timedelta(seconds=1 + _connect_timeout(ctx, body))
     # The api's clock stamped it: never before creation, never past now.
     connected = min(max(connected, created), datetime.now(UTC))
     return connected + timedelta(seconds=ctx.settings.start_timeout_seconds)
@@ -334,12 +341,19 @@ def _start_deadline(ctx: Context, body: Mapping[str, Any]) -> datetime:
 
 def _not_started(ctx: Context, body: Mapping[str, Any]) -> Observation:
     if _connected_at(body) is None:
-        timeout = ctx.settings.connect_timeout_seconds
+        timeout = _connect_timeout(ctx, body)
         message = f"no client connected within {timeout:g} s of its creation"
         return Observation(Phase.TERMINATED, Reason.CLIENT_GONE, message=message)
     timeout = ctx.settings.start_timeout_seconds
     message = f"the program did not start within {timeout:g} s of its client connecting"
     return Observation(Phase.TERMINATED, Reason.START_FAILED, message=message)
+
+
+def _connect_timeout(ctx: Context, body: Mapping[str, Any]) -> float:
+    # Read on its own (like the execution deadline): an unreadable spec keeps the default.
+    idle = ((body.get("spec") or {}).get("timeouts") or {}).get("idleSeconds")
+    limit = ctx.settings.connect_timeout_seconds
+    return min(float(idle), limit) if isinstance(idle, int) and idle >= 1 else limit
 
 
 def _created_at(body: Mapping[str, Any]) -> datetime:

@@ -47,9 +47,12 @@ class OperatorSettings(BaseSettings):
     # A session not running this long after creation ends as StartFailed
     # (unschedulable, image missing, ...).
     start_timeout_seconds: float = Field(default=60, gt=0)
-    # A session no client connected to this long after creation ends as ClientGone
-    # (the api that created it ends it sooner; this covers an api that went away).
+    # A session no client connected to within its idle timeout after creation, and
+    # at most this long, ends as ClientGone (whichever api replica took the POST).
     connect_timeout_seconds: float = Field(default=60, gt=0)
+    # How often the api replicas' leases are checked: a session whose streaming
+    # replica stopped renewing its lease ends ClientGone (orphans.py).
+    claims_check_seconds: float = Field(default=5, gt=0)
     # How long an ended CodeSession stays readable before the operator deletes it.
     retention_seconds: float = Field(default=300, ge=0)
 

@@ -23,14 +23,46 @@ with warnings.catch_warnings():
 from icee_api.app import create_app
 from icee_api.settings import Settings
 from icee_core.models import CODE_MAX_BYTES
+from icee_kube.client import KubeError
 
 ID = "0b8a0f8e-6f5e-4c4c-9d3a-0e1f2a3b4c5d"
+
+
+class FakeLeases:
+    """The Lease calls of icee_api.session.claims, in memory (create is atomic, as in the API)."""
+
+    def __init__(self) -> None:
+        self.leases: dict[str, dict[str, Any]] = {}
+        self.version = 0
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        assert "/leases" in path, path
+        self.version += 1
+        if method == "POST":
+            body = kwargs["body"]
+            name = body["metadata"]["name"]
+            if name in self.leases:
+                raise KubeError("409 AlreadyExists", 409)
+            body["metadata"] |= {"uid": f"uid-{self.version}", "resourceVersion": str(self.version)}
+            self.leases[name] = body
+            return body
+        name = path.rsplit("/", 1)[1]
+        if name not in self.leases:
+            raise KubeError("404 NotFound", 404)
+        if method == "DELETE":
+            del self.leases[name]
+            return {}
+        lease = self.leases[name]
+        lease["spec"] |= kwargs["body"].get("spec") or {}
+        lease["metadata"]["resourceVersion"] = str(self.version)
+        return lease
 
 
 class FakeCluster:
     def __init__(self) -> None:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.terminations: list[tuple[str, str]] = []
+        self.kube = FakeLeases()
 
     async def check(self) -> None:
         return None

@@ -40,12 +40,13 @@ async def test_drain_tells_the_clients_whose_final_status_did_not_come() -> None
     quick, stuck = Stream(live, "a", True), Stream(live, "b", False)
     assert live.claim("a", quick)
     assert live.claim("b", stuck)
-    live.created("c", connect_timeout=60)  # never attached
+    live.created("c")  # never attached here: the operator's connect deadline ends it
     await live.drain(grace=0.05, settle=0.3)
     assert quick.calls == ["terminate ServerShutdown"]
     assert stuck.calls == ["terminate ServerShutdown", "shut_down"]
-    # Attached sessions end through their streams, the unattached one directly.
-    assert cluster.asked == [("c", "ServerShutdown")]
+    # Attached sessions end through their streams; one nobody connected to here may
+    # still get its client on another replica (the operator's connect deadline ends it).
+    assert cluster.asked == []
 
 
 async def test_termination_goes_through_the_stream_that_serves_the_session() -> None:

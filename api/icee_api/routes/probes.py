@@ -27,6 +27,10 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         await services.cluster.check()
     except (KubeError, NotConnected) as exc:
         return _unready(str(exc))
+    if not services.claims.healthy:
+        # A replica without its lease could claim no session (and the operator would
+        # count the sessions it streams as orphans).
+        return _unready(f"replica lease {services.claims.lease_name} not held")
     if unsynced:
         # Sessions wait on these caches: a stale one could miss their end.
         return _unready(f"not synced: {', '.join(unsynced)}")

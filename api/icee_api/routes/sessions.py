@@ -213,7 +213,7 @@ async def create_session(
         counts.release(session_id)
         services.metrics.sessions_rejected.labels("kubernetes").inc()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
-    services.live.created(session_id, spec.timeouts.idle_seconds)
+    services.live.created(session_id)
     services.metrics.sessions_created.labels(spec.language).inc()
     return SessionCreated(
         session_id=session_id,

@@ -139,6 +139,7 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
     if obj is None:
         return CloseCode.NOT_FOUND, "no such session"
     opening = Opening.of(obj, services.languages)
+    uid = str((obj.get("metadata") or {}).get("uid") or "")
     claimed = claimed_pod(obj)
     language = str((obj.get("spec") or {}).get("language") or "")
     connected = bool((obj.get("spec") or {}).get("start"))
@@ -161,6 +162,18 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
         return CloseCode.TRY_AGAIN_LATER, "shutting down"
     if not services.live.claim(session_id, stream):
         return CloseCode.ALREADY_ATTACHED, "session already has a client"
+    if opening.outcome is None:
+        # The claim across replicas. An ended session is only replayed (no stdin, no
+        # attach): any number of late clients may read it.
+        try:
+            held = await services.claims.claim(session_id, uid)
+        except KubeError as exc:
+            services.live.release(session_id)
+            await _send_quietly(client, messages.error(str(exc)))
+            return CloseCode.TRY_AGAIN_LATER, "kubernetes unavailable"
+        if not held:
+            services.live.release(session_id)
+            return CloseCode.ALREADY_ATTACHED, "session already has a client"
     services.metrics.active_streams.inc()
     if claimed is not None:
         services.cluster.claimed_pods[session_id] = claimed
@@ -200,6 +213,7 @@ async def serve(session_id: str, client: WebSocketClient, services: Services) ->
         return CloseCode.INTERNAL_ERROR, "internal error"
     finally:
         services.cluster.claimed_pods.pop(session_id, None)
+        services.claims.release(session_id)
         services.live.release(session_id)
         services.metrics.active_streams.dec()
 

@@ -1,13 +1,12 @@
-"""The sessions this api process is responsible for right now.
+"""The sessions this api process streams right now.
 
-- one client per session: the first WebSocket claims it, later ones are refused;
-- a session created here that no client attaches to within its idle timeout is
-  ended (ClientGone): its program is held until attach, so nobody would ever see it;
+- one client per session in this process (checked here first, before the claim
+  in the cluster that holds across replicas: claims.py);
 - graceful shutdown: refuse new sessions, let attached ones finish within the grace
   period, then end the rest with ServerShutdown.
 
-One api process, one table; running several api replicas would need the claim to
-live in the cluster (a lease), which is later work.
+A session nobody connects to is not this process's business: the client may come
+to another replica, and the operator ends it ClientGone after its idle timeout.
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ from icee_api.session.termination import StreamHandle
 
 log = logging.getLogger(__name__)
 
+_CREATED_KEPT_SECONDS = 600.0
+
 # Ends a session (icee_api.session.termination.Termination.end): (id, reason, message).
 Terminate = Callable[[str, str, str], Awaitable[object]]
 
@@ -31,10 +32,9 @@ Terminate = Callable[[str, str, str], Awaitable[object]]
 class LiveSessions:
     def __init__(self, terminate: Terminate) -> None:
         self._terminate = terminate
+        # When sessions were created here (monotonic), for the start-time metrics only.
         self._created: dict[str, float] = {}
-        self._deadlines: dict[str, asyncio.TimerHandle] = {}
         self._streams: dict[str, StreamHandle] = {}
-        self._background: set[asyncio.Task[None]] = set()
         self._no_streams = asyncio.Event()
         self._no_streams.set()
         self.draining = False
@@ -42,13 +42,16 @@ class LiveSessions:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def created(self, session_id: str, connect_timeout: float) -> None:
-        """A session was created here; end it if no client attaches in time."""
-        self._created[session_id] = time.monotonic()
-        loop = asyncio.get_running_loop()
-        self._deadlines[session_id] = loop.call_later(
-            connect_timeout, self._no_client, session_id, connect_timeout
-        )
+    def created(self, session_id: str) -> None:
+        """A session was created here (its client may connect here or elsewhere)."""
+        now = time.monotonic()
+        self._created[session_id] = now
+        # Oldest first: forget the stamps of sessions nobody connected to here.
+        while self._created:
+            old, stamp = next(iter(self._created.items()))
+            if now - stamp < _CREATED_KEPT_SECONDS:
+                break
+            del self._created[old]
 
     def created_at(self, session_id: str) -> float | None:
         return self._created.get(session_id)
@@ -58,9 +61,6 @@ class LiveSessions:
             return False
         self._streams[session_id] = handle
         self._no_streams.clear()
-        timer = self._deadlines.pop(session_id, None)
-        if timer is not None:
-            timer.cancel()
         return True
 
     def release(self, session_id: str) -> None:
@@ -80,11 +80,7 @@ class LiveSessions:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._no_streams.wait(), grace)
         message = "the server is shutting down"
-        unattached = list(self._deadlines)
-        for timer in self._deadlines.values():
-            timer.cancel()
-        self._deadlines.clear()
-        ending = [*unattached, *self._streams]
+        ending = list(self._streams)
         pending = [self._terminate(sid, Reason.SERVER_SHUTDOWN, message) for sid in ending]
         results = await asyncio.gather(*pending, return_exceptions=True)
         for result in results:
@@ -104,17 +100,3 @@ class LiveSessions:
         for result in results:
             if isinstance(result, BaseException):
                 log.warning("could not tell a client about the shutdown: %s", result)
-
-    def _no_client(self, session_id: str, timeout: float) -> None:
-        self._deadlines.pop(session_id, None)
-        self._created.pop(session_id, None)
-        message = f"no client attached within {timeout:g} s"
-        task = asyncio.create_task(self._end_quietly(session_id, message))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _end_quietly(self, session_id: str, message: str) -> None:
-        try:
-            await self._terminate(session_id, Reason.CLIENT_GONE, message)
-        except Exception as exc:  # a background timer has nobody to report to
-            log.warning("could not end unattached session %s: %s", session_id, exc)
