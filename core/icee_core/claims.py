@@ -154,6 +154,11 @@ class Orphan:
     why: str
 
 
+# A replica lease dead this many durations, with no claim left, is deleted (its pod
+# was killed and replaced under another name: nobody will take it over).
+STALE_DURATIONS = 4
+
+
 class ReplicaLiveness:
     """Which api replicas are alive, by this process's monotonic clock.
 
@@ -165,6 +170,8 @@ class ReplicaLiveness:
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[str, float]] = {}
+        # Replica leases of the last snapshot that are long dead and hold no claim.
+        self.stale: list[LeaseView] = []
 
     def orphans(self, leases: Iterable[Mapping[str, Any]], now: float) -> list[Orphan]:
         views = [LeaseView.of(obj) for obj in leases]
@@ -176,12 +183,19 @@ class ReplicaLiveness:
         for name in set(self._seen) - set(replicas):
             del self._seen[name]
         found = []
+        holding = set()
         for view in views:
             if view.kind != KIND_STREAM or not view.session_id:
                 continue
+            holding.add(holder_lease(view.holder))
             why = self._dead(view.holder, replicas, now)
             if why is not None:
                 found.append(Orphan(view, view.session_id, why))
+        self.stale = [
+            view
+            for name, view in replicas.items()
+            if name not in holding and now - self._seen[name][1] > STALE_DURATIONS * view.seconds
+        ]
         return found
 
     def _dead(self, holder: str, replicas: Mapping[str, LeaseView], now: float) -> str | None:

@@ -41,6 +41,12 @@ async def keep_ending_orphans(ctx: Context, interval: float) -> None:
                 await end_orphan(ctx, orphan)
             except Exception as error:  # the next round tries again
                 logger.warning("session %s: cannot end it: %r", orphan.session_id, error)
+        for stale in liveness.stale:
+            logger.info("claims: deleting the dead api replica's lease %s", stale.name)
+            try:
+                await ctx.kube.delete_lease(stale.name, stale.uid)
+            except Exception as error:
+                logger.warning("claims: cannot delete %s: %r", stale.name, error)
 
 
 async def end_orphan(ctx: Context, orphan: Orphan) -> None:

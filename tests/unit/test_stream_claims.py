@@ -73,3 +73,17 @@ def test_other_leases_and_healthy_sessions_are_left_alone() -> None:
     foreign = {"metadata": {"name": "kube-scheduler", "labels": {}}, "spec": {}}
     leases = [foreign, replica("icee-api-a", "icee-api-a/1", "3"), stream("icee-api-a/1")]
     assert judge.orphans(leases, 0.0) == []
+
+
+def test_a_long_dead_replica_lease_without_claims_is_stale() -> None:
+    judge = c.ReplicaLiveness()
+    dead = replica("icee-api-a", "icee-api-a/1", "3")
+    alive = replica("icee-api-b", "icee-api-b/1", "3")
+    judge.orphans([dead, alive], 0.0)
+    assert judge.stale == []
+    judge.orphans([dead, replica("icee-api-b", "icee-api-b/1", "4")], 30.0)
+    assert judge.stale == []  # dead, but not for 4 durations yet
+    judge.orphans([dead, stream("icee-api-a/1"), replica("icee-api-b", "icee-api-b/1", "5")], 61.0)
+    assert judge.stale == []  # still names a claim: the claim goes first
+    judge.orphans([dead, replica("icee-api-b", "icee-api-b/1", "6")], 66.0)
+    assert [v.name for v in judge.stale] == ["icee-api-a"]
