@@ -174,7 +174,32 @@ def test_install_brings_api_and_operator_up(release: Release) -> None:
     ready = {
         d["metadata"]["name"]: d["status"].get("readyReplicas", 0) for d in deployments["items"]
     }
-    assert ready == {f"{release.name}-api": 1, f"{release.name}-operator": 2}
+    # Two api replicas by default (no session affinity, a disruption budget); two
+    # operators as installed here.
+    assert ready == {f"{release.name}-api": 2, f"{release.name}-operator": 2}
+    service = json.loads(
+        kubectl("-n", release.namespace, "get", "service", f"{release.name}-api", "-o", "json")
+    )
+    assert service["spec"].get("sessionAffinity", "None") == "None"
+    pdb = json.loads(
+        kubectl("-n", release.namespace, "get", "pdb", f"{release.name}-api", "-o", "json")
+    )
+    assert pdb["spec"]["minAvailable"] == 1
+    # Each replica holds its lease (the claims of the sessions it streams hang on it).
+    deadline = time.monotonic() + 30
+    while True:
+        listed = kubectl(
+            "-n", release.sandbox, "get", "leases", "-l", "icee.dev/lease", "-o", "json"
+        )
+        leases = [
+            lease
+            for lease in json.loads(listed)["items"]
+            if lease["metadata"]["labels"]["icee.dev/lease"] == "replica"
+        ]
+        if len(leases) == 2:
+            break
+        assert time.monotonic() < deadline, [lease["metadata"]["name"] for lease in leases]
+        time.sleep(1)
 
 
 def test_one_operator_leads_the_other_stands_by(release: Release) -> None:
