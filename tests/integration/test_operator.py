@@ -84,7 +84,6 @@ def operator_in_new_namespace(logs: Path, languages: Path, **settings: str) -> I
         "ICEE_HEALTH_PORT": str(free_port()),
         "ICEE_RETENTION_SECONDS": str(RETENTION_SECONDS),
         "ICEE_START_TIMEOUT_SECONDS": "60",
-        "ICEE_CONNECT_TIMEOUT_SECONDS": str(CONNECT_TIMEOUT_SECONDS),
         "ICEE_IMAGE_PULL_POLICY": "Never",
         "ICEE_LANGUAGES_FILE": str(languages),
     } | {f"ICEE_{key.upper()}": value for key, value in settings.items()}
@@ -360,10 +359,12 @@ def test_no_pod_until_the_client_connects(operator: Operator) -> None:
 
 
 def test_never_connected_session_ends_client_gone(operator: Operator) -> None:
-    session_id = create(operator, "print(1)", connected=False)
+    # The connect deadline is the session's idle timeout (capped by the operator's).
+    timeouts = {"idleSeconds": CONNECT_TIMEOUT_SECONDS}
+    session_id = create(operator, "print(1)", connected=False, timeouts=timeouts)
     final = wait_phase(operator, session_id, FINAL, timeout=CONNECT_TIMEOUT_SECONDS + 20)
     assert (final["phase"], final["reason"]) == ("Terminated", "ClientGone")
-    assert "no client connected" in final["message"]
+    assert f"no client connected within {CONNECT_TIMEOUT_SECONDS} s" in final["message"]
     assert gone(operator, "pod", names.pod_name(session_id), timeout=1)
 
 
