@@ -94,6 +94,20 @@ async def test_a_second_client_is_refused_on_either_replica(
     assert t.final["reason"] == "Completed"
 
 
+async def test_delete_on_one_replica_ends_the_stream_on_the_other(
+    replicas: tuple[ApiServer, ApiServer],
+) -> None:
+    a, b = replicas
+    sid = await b.create(ECHO)
+    async with a.connect(sid) as s:
+        await s.until_stdout("ready", within=60)
+        async with b.http() as http:
+            assert (await http.delete(f"/session/{sid}")).status_code == 202
+        t = await s.finish()
+    assert (t.final["state"], t.final["reason"]) == ("terminated", "UserTerminated"), t.final
+    await a.wait_pod_gone(sid)
+
+
 async def test_never_connected_session_ends_when_its_posting_replica_is_gone(
     replicas: tuple[ApiServer, ApiServer], start_api: StartApi
 ) -> None:
