@@ -2,9 +2,10 @@
 
 The rule:
 
-- A decision made outside a stream (the user's ``DELETE``, no client within the
-  connect timeout, the drain at shutdown, the WebSocket route giving up on a client
-  that stopped reading or on a stream that failed) calls :meth:`Termination.end`.
+- A decision made outside a stream (the user's ``DELETE``, the drain at shutdown,
+  the WebSocket route giving up on a client that stopped reading or on a stream
+  that failed) calls :meth:`Termination.end`. (No client at all is the operator's
+  connect deadline: the client may come to any replica.)
 - ``end`` passes it to the session's stream when this process streams it (its
   :class:`~icee_api.session.state.Session` records the first reason, so the client
   is told and the runner's own report cannot override it); otherwise it writes the
