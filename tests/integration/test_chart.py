@@ -466,44 +466,65 @@ def component_pods(release: Release, component: str) -> set[str]:
 
 
 class DeletionWatch:
-    """Watches a pod (``kubectl get -w``) for the moment it is being deleted.
+    """Watches pods (``kubectl get -w``, one each) for the moment the first is being deleted.
 
     A watch, not polling: each kubectl call takes seconds on a loaded node, and
     the drain's grace period runs from that moment.
     """
 
-    def __init__(self, release: Release, pod: str) -> None:
-        self.pod = pod
+    def __init__(self, release: Release, pods: set[str]) -> None:
+        self.pods = pods
         self.at: float | None = None
         self._seen = threading.Event()
-        self._proc = subprocess.Popen(
-            [str(REPO / "cluster" / "kubectl"), "-n", release.namespace, "get", "pod", pod,
-             "-w", "-o", 'jsonpath={.metadata.deletionTimestamp}{"\\n"}'],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV,
-        )  # fmt: skip
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._procs = [
+            subprocess.Popen(
+                [
+                    str(REPO / "cluster" / "kubectl"),
+                    "-n",
+                    release.namespace,
+                    "get",
+                    "pod",
+                    pod,
+                    "-w",
+                    "-o",
+                    'jsonpath={.metadata.deletionTimestamp}{"\\n"}',
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env=ENV,
+            )
+            for pod in sorted(pods)
+        ]
+        self._readers = [
+            threading.Thread(target=self._read, args=(proc,), daemon=True) for proc in self._procs
+        ]
+        for reader in self._readers:
+            reader.start()
 
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
             if line.strip():
-                self.at = time.monotonic()
-                self._seen.set()
+                if not self._seen.is_set():
+                    self.at = time.monotonic()
+                    self._seen.set()
                 return
 
     def wait(self, within: float) -> float:
-        """When the deletion began (monotonic)."""
+        """When the first deletion began (monotonic)."""
         try:
-            assert self._seen.wait(within), f"{self.pod} was not replaced within {within:g} s"
+            assert self._seen.wait(within), f"none of {self.pods} was replaced within {within:g} s"
             assert self.at is not None
             return self.at
         finally:
-            self._proc.kill()
-            self._proc.wait()
-            self._reader.join(10)
-            assert self._proc.stdout is not None
-            self._proc.stdout.close()
+            for proc in self._procs:
+                proc.kill()
+                proc.wait()
+            for proc, reader in zip(self._procs, self._readers, strict=True):
+                reader.join(10)
+                assert proc.stdout is not None
+                proc.stdout.close()
 
 
 def final_phase(release: Release, session_id: str, within: float) -> dict[str, Any]:
@@ -532,12 +553,12 @@ def test_upgrade_gives_every_stream_a_final_state(helm: str, release: Release) -
     """
     headers = auth_headers()
     ws = f"ws://127.0.0.1:{release.port}/ws/session/"
-    # (An earlier test's rollout may still be removing its old api pod.)
+    # Two api replicas: the streams are on either; each drains in its turn. (An
+    # earlier test's rollout may still be removing its old api pods.)
     deadline = time.monotonic() + 120
-    while len(api_pods := component_pods(release, "api")) != 1:
-        assert time.monotonic() < deadline, f"api pods: {api_pods}"
+    while len(old_apis := component_pods(release, "api")) != 2:
+        assert time.monotonic() < deadline, f"api pods: {old_apis}"
         time.sleep(1)
-    (old_api,) = api_pods
     old_operator = component_pods(release, "operator")
     bye = threading.Event()
     ids = {
@@ -559,7 +580,7 @@ def test_upgrade_gives_every_stream_a_final_state(helm: str, release: Release) -
     ids["unconnected"] = create_session(release, "print('late')", headers)
     # New pod templates for both: the api rolls (surge first, then the old one
     # drains), and so do the operators (the Lease passes to a new one).
-    deletion = DeletionWatch(release, old_api)
+    deletion = DeletionWatch(release, old_apis)
     started = time.monotonic()
     upgrade = subprocess.Popen(
         [helm, "upgrade", release.name, str(CHART), "-n", release.namespace, "--reuse-values",
@@ -569,7 +590,7 @@ def test_upgrade_gives_every_stream_a_final_state(helm: str, release: Release) -
     )  # fmt: skip
     try:
         drain = deletion.wait(240)
-        bye.set()  # within the grace: this one ends by itself
+        bye.set()  # within the first drain's grace: this one ends by itself
         output, _ = upgrade.communicate(timeout=300)
     finally:
         if upgrade.poll() is None:
@@ -603,13 +624,14 @@ def test_upgrade_gives_every_stream_a_final_state(helm: str, release: Release) -
     for name, session_id in ids.items():
         status = final_phase(release, session_id, 120)
         assert status.get("reason"), f"{name}: {status}"
-    # The old api exits once its drain is over (the kubelet would kill it at its
-    # grace period, shutdownGraceSeconds + 45 s, 50 s here).
+    # The old apis exit once their drains are over (the kubelet would kill one at its
+    # grace period, shutdownGraceSeconds + 45 s, 55 s here).
     kubectl(
-        "-n", release.namespace, "wait", "--for=delete", f"pod/{old_api}", "--timeout=120s"
+        "-n", release.namespace, "wait", "--for=delete", *(f"pod/{p}" for p in sorted(old_apis)),
+        "--timeout=180s",
     )  # fmt: skip
     gone = time.monotonic() - drain
-    print(f"upgrade: the old api pod was gone {gone:.1f} s after its drain began")
+    print(f"upgrade: both old api pods were gone {gone:.1f} s after the first drain began")
     # The unconnected one's client comes after the upgrade, to the new api: whatever
     # became of the session, the client is told how it ended.
     late = StreamClient(ws + ids["unconnected"], headers)
