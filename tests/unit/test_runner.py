@@ -494,11 +494,16 @@ def test_compile_leftovers_do_not_use_up_the_run_stages_tasks(shared_ws: Path) -
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged uid needs root")
 def test_shell_fork_bomb_is_contained(shared_ws: Path) -> None:
-    r = Runner.start(
-        shared_ws,
-        request("bomb() { bomb | bomb & }; bomb; sleep 1; echo survived", pids=16),
-        user=NOBODY,
+    # The program itself waits without forking: with the bomb holding every task, a
+    # shell's own `sleep` could not start (dash then exits 2: "Cannot fork").
+    src = (
+        "import subprocess, time\n"
+        "subprocess.Popen(['/bin/sh', '-c', 'bomb() { bomb | bomb & }; bomb'])\n"
+        "time.sleep(1)\n"
+        "print('survived', flush=True)\n"
     )
+    req = request(f"exec {PY} main.py", files=[("main.py", src.encode())], pids=16)
+    r = Runner.start(shared_ws, req, user=NOBODY)
     assert r.finish(timeout=30) == 0
     assert r.output().endswith(b"survived\n")
     assert r.last("q").payload == b"result=completed"
