@@ -53,15 +53,14 @@ async def test_stdin_limit(api: ApiServer) -> None:
 
 
 async def test_execution_time_limit(api: ApiServer) -> None:
-    async with api.live(
+    # (A program that floods its output: the client gets everything it printed
+    # before the final state, so when that arrives depends on how fast the client
+    # reads. The deadline's timing is asserted with quiet loops in
+    # test_language_sessions.py.)
+    t = await api.run(
         "while True:\n    print('.', end='', flush=True)\n", timeouts={"executionSeconds": 3}
-    ) as s:
-        t = await s.finish()
+    )
     _terminated(t.final, "TimeLimitExceeded")
-    # On time: the operator's own timer, and the api passes its status on at once.
-    late = await api.deadline_lateness(s.id, t)
-    print(f"final state {late:.2f} s after the deadline")
-    assert 0 <= late <= 5, late
 
 
 async def test_memory_limit(api: ApiServer) -> None:
