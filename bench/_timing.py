@@ -53,6 +53,7 @@ class SessionTimes:
     reason: str | None = None
     refusals: list[str] = field(default_factory=list)  # admission's 429/503 before the 201
     stdout: str = ""
+    stderr: str = ""  # the program's, kept to say why a run failed
     frames: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -95,6 +96,8 @@ async def timed_session(
             elif msg["type"] == "stdout":
                 times.first = now if times.first is None else times.first
                 times.stdout += msg["data"]
+            elif msg["type"] == "stderr":
+                times.stderr = (times.stderr + msg["data"])[-2000:]
             elif msg["type"] == "state" and msg["state"] in FINAL:
                 times.final, times.final_wall = now, time.time()
                 times.reason = msg.get("reason")
@@ -207,5 +210,8 @@ async def first_byte(http: httpx.AsyncClient, base: str, language: str = "python
     must complete."""
     times = await timed_session(http, base, HELLO[language], language)
     if times.first is None or times.reason != "Completed":
-        raise RuntimeError(f"{language} hello world: {times.frames} stdout={times.stdout!r}")
+        raise RuntimeError(
+            f"{language} hello world: {times.frames} stdout={times.stdout!r} "
+            f"stderr={times.stderr!r}"
+        )
     return times.first

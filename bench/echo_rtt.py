@@ -24,13 +24,15 @@ async def echo_once(ws: ClientConnection, line: str) -> float:
     """Send one line, wait until it came back on stdout; seconds."""
     t0 = time.perf_counter()
     await ws.send(json.dumps({"type": "input", "data": line}))
-    got = ""
+    got = stderr = ""
     while got != line:
         msg = loads(await ws.recv())
         if msg["type"] == "stdout":
             got += msg["data"]
+        elif msg["type"] == "stderr":
+            stderr += msg["data"]
         elif msg["type"] == "state" and msg["state"] in ("finished", "terminated"):
-            raise RuntimeError(f"the echo session ended: {msg}")
+            raise RuntimeError(f"the echo session ended: {msg}; stderr {stderr[-2000:]!r}")
     return time.perf_counter() - t0
 
 
