@@ -27,8 +27,9 @@ DOWN_SECONDS = 2.0
 FINAL_WITHIN = 120.0
 
 # The sessions' own idle timeout (a request may lower it): the ones left running
-# end sooner after the last round, so the suite's tail is shorter.
-IDLE_SECONDS = 15
+# end sooner after the last round, so the suite's tail is shorter; long enough
+# that none idles out while its round's other sessions start on a loaded node.
+IDLE_SECONDS = 25
 
 HELLO = "print('hello')\n"
 ECHO = "print('ready', flush=True)\nwhile True:\n    print('echo', input(), flush=True)\n"
@@ -242,10 +243,17 @@ class Chaos:
     async def live(self, rnd: Round, kind: str) -> Tracked:
         session = self.observer.track(Tracked(await self.create(PROGRAMS[kind]), kind, rnd))
         session.client = await self.client(session.id)
-        await session.client.until_stdout("ready\n")
-        if kind == "running-input":
-            await session.client.send({"type": "input", "data": "before\n"})
-            await session.client.until_stdout("echo before\n")
+        try:
+            await session.client.until_stdout("ready\n")
+            if kind == "running-input":
+                await session.client.send({"type": "input", "data": "before\n"})
+                await session.client.until_stdout("echo before\n")
+        except AssertionError:
+            # Ended before the kill (e.g. its sandbox failed to start after the last
+            # round's chaos): judged like the others, by its final state and reason.
+            if session.client.final is None:
+                raise
+            session.kind = f"{kind} (ended before the kill)"
         return session
 
     async def run_round(self, rnd: Round, kill: Killer, restart: Killer) -> None:
@@ -259,8 +267,9 @@ class Chaos:
         )
         finishing = running[-1]
         assert finishing.client is not None
-        await finishing.client.send({"type": "input", "data": "go\n"})
-        await finishing.client.until_stdout("going\n")
+        if finishing.kind == "finishing":
+            await finishing.client.send({"type": "input", "data": "go\n"})
+            await finishing.client.until_stdout("going\n")
         connecting = self.observer.track(
             Tracked(await self.create(PROGRAMS["connecting"]), "connecting", rnd)
         )
