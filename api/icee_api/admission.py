@@ -16,7 +16,7 @@ and by who created them (the ``icee.dev/client`` label). Limits, all checked on
   POSTs is bounded here or not at all; older unconnected sessions are idle and have
   their own cap). Starting a gVisor pod is what costs a node CPU (kubelet,
   containerd, runsc); past a few dozen starts at once every start slows down until
-  some time out (``StartFailed``). Refusing early, with a 503 and a Retry-After of a
+  some time out (``StartFailed``). Refusing early, with a 429 and a Retry-After of a
   couple of seconds, lets a burst queue at the clients instead;
   one client may hold at most half of these (``client_starting``, a 429), so no
   single client blocks everyone's starts with sessions it never connects;
@@ -77,7 +77,8 @@ class Refusal:
     limit: str
     detail: str
     retry_after: int
-    # 429: a quota or the cluster's capacity; 503: the node is busy starting sandboxes.
+    # 429 for every rule, the node's capacity to start sandboxes included (SPEC: 429
+    # is over a quota or over capacity; 503 is only the server shutting down).
     status: int = 429
 
     def body(self) -> dict[str, Any]:
@@ -277,7 +278,6 @@ class Admission:
                 f"{counts.starting} sessions are starting, at most {lim.max_starting} at "
                 "once; the node is busy starting sandboxes, retry shortly",
                 lim.starting_retry_after_seconds,
-                status=503,
             )
         if counts.total >= lim.max_live:
             return Refusal(

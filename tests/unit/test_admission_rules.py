@@ -170,14 +170,14 @@ def test_cluster_limits() -> None:
     assert refusal.body()["limit"] == "live_sessions"
 
 
-def test_starting_sessions_are_refused_with_503() -> None:
+def test_starting_sessions_are_refused_with_429() -> None:
     adm = admission(client_sessions=100, max_unconnected=100, max_live=100, max_starting=3)
     adm.counts.apply("u", session("a"))  # waiting for its client
     adm.counts.apply("p", session("b", connected=True))  # its sandbox is starting
     adm.counts.reserve("r", "c")  # created here, not in the watch yet
     refusal = adm.check(Client("address", "x"))
     assert refusal is not None
-    assert (refusal.limit, refusal.status, refusal.retry_after) == ("starting_sessions", 503, 2)
+    assert (refusal.limit, refusal.status, refusal.retry_after) == ("starting_sessions", 429, 2)
     assert "3 sessions are starting, at most 3" in refusal.detail
     assert adm.counts.starting == 3
     adm.counts.apply("p", session("b", connected=True, phase="Running"))

@@ -369,7 +369,7 @@ def test_client_quota_gives_429_with_retry_after(cluster: FakeCluster, tmp_path:
         assert "icee_sessions_unconnected 2.0" in metrics
 
 
-def test_too_many_starting_gives_503_with_retry_after(cluster: FakeCluster, tmp_path: Path) -> None:
+def test_too_many_starting_gives_429_with_retry_after(cluster: FakeCluster, tmp_path: Path) -> None:
     settings = Settings(ui_dir=tmp_path / "missing", max_starting_sessions=4)
     with TestClient(create_app(settings, cluster=cluster)) as api:  # type: ignore[arg-type]
         counts = api.app.state.services.admission.counts  # type: ignore[attr-defined]
@@ -380,7 +380,7 @@ def test_too_many_starting_gives_503_with_retry_after(cluster: FakeCluster, tmp_
         for i in range(4):  # another client's sandboxes starting, seen in the watch
             counts.apply(f"other-{i}", other)
         r = api.post("/session", json=HELLO)
-        assert r.status_code == 503
+        assert r.status_code == 429
         assert r.headers["retry-after"] == "2"
         assert r.json()["limit"] == "starting_sessions"
         assert r.json()["retryAfterSeconds"] == 2
