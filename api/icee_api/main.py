@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from types import FrameType
 
@@ -30,8 +31,13 @@ class DrainingServer(uvicorn.Server):
         self._drain: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain is not None and sig == signal.SIGTERM:
+            # The kubelet sends SIGTERM again when it restarts during the grace period;
+            # its hard stop is SIGKILL. The drain goes on, so every client is told.
+            log.info("SIGTERM again while draining: the drain goes on")
+            return
         if self._drain is not None or not self.started:
-            # A second signal (or one before start-up finished): stop now.
+            # A second Ctrl-C (or a signal before start-up finished): stop now.
             super().handle_exit(sig, frame)
             return
         self._drain = asyncio.get_running_loop().create_task(self._drain_then_exit(sig, frame))
