@@ -126,6 +126,9 @@ class SessionStream:
         self._timeouts = timeouts
         self._buffers = buffers
         self._bridge: Bridge | None = None
+        # The operator's final status once this stream has seen it: the CodeSession
+        # (and so the informer's entry) may be gone by the time the stream finishes.
+        self._seen_outcome: Outcome | None = None
         self._since = live.created_at(session_id) or time.monotonic()
         self._first_output = True
 
@@ -318,6 +321,8 @@ class SessionStream:
         with self._watches.outcomes.subscribe(self.id) as status:
             while True:
                 outcome = await status.get()
+                if outcome is not None:
+                    self._seen_outcome = outcome
                 if outcome is not None and outcome.state is State.TERMINATED:
                     return
 
@@ -396,11 +401,14 @@ class SessionStream:
             await self._client.send(messages.error("output truncated at the output limit"))
 
     async def _final_outcome(self, seconds: float) -> Outcome | None:
+        if self._seen_outcome is not None:
+            return self._seen_outcome
         with self._watches.outcomes.subscribe(self.id) as status, contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 while True:
                     outcome = await status.get()
                     if outcome is not None:
+                        self._seen_outcome = outcome
                         return outcome
         return None
 
