@@ -9,12 +9,10 @@ The kubelet and containerd are the shared cluster's own (cluster/restart.sh).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,24 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import integration_conftest
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load_integration_conftest() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "icee_it_conftest", REPO / "tests" / "integration" / "conftest.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["icee_it_conftest"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-it = _load_integration_conftest()
+it = integration_conftest.load()
 kubeconfig = it.kubeconfig
 
 import chaos_report  # noqa: E402

@@ -10,36 +10,23 @@ The api/operator processes and the small client come from tests/integration.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import integration_conftest
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "icee"
 
 
-def _load_integration_conftest() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "icee_it_conftest", REPO / "tests" / "integration" / "conftest.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["icee_it_conftest"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-it = _load_integration_conftest()
+it = integration_conftest.load()
 kubeconfig = it.kubeconfig
 process_logs = it.process_logs
 
