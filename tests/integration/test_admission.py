@@ -103,7 +103,13 @@ async def test_flood_from_one_client_gets_429_while_another_runs(start_api: Star
     assert not {f"run-{sid}" for sid in admitted} & sandbox_pods(api)
     async with api.http() as http:
         metrics = (await http.get("/metrics")).text
+        # Leave the namespace as found: every api watching it counts these sessions
+        # (their start cap counts the unconnected ones created in the last seconds).
+        for sid in admitted:
+            assert (await http.delete(f"/session/{sid}")).status_code in (200, 202, 204)
     assert 'icee_sessions_rejected_total{why="client_sessions"}' in metrics
+    for sid in admitted:
+        assert (await api.wait_ended(sid, within=60))["reason"] == "UserTerminated"
     print(
         f"\nflood: {len(codes)} POSTs from one client in {elapsed:.1f} s: "
         f"{len(admitted)} admitted, {len(refusals)} refused 429; "
