@@ -4,7 +4,7 @@ VENV ?= $(HOME)/.cache/icee/venv
 PY := $(VENV)/bin/python
 export KUBECONFIG ?= /var/lib/icee-cluster/kubeconfig
 
-.PHONY: cluster cluster-down cluster-status images runner venv lint test test-unit test-security bench bench-parts up ui
+.PHONY: cluster cluster-down cluster-status images runner venv lint test test-unit test-security test-chaos bench bench-parts up ui
 
 up:                 ## the whole system: cluster, icee image, helm install; prints the UI address
 	bash cluster/deploy-icee.sh
