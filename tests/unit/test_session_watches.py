@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from icee_api.session.state import State
 from icee_api.session.watches import Latest, Watches
 from icee_kube.client import KubeError, WatchExpired
@@ -79,6 +80,20 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+@pytest.fixture
+def cluster() -> ScriptedCluster:
+    return ScriptedCluster()
+
+
+@pytest.fixture
+async def watches(cluster: ScriptedCluster) -> AsyncIterator[Watches]:
+    """The feeds, started on the scripted cluster; stopped after the test."""
+    feeds = Watches(cluster)  # type: ignore[arg-type]
+    feeds.start()
+    yield feeds
+    await feeds.stop()
+
+
 async def test_latest_keeps_only_the_newest_value() -> None:
     box: Latest[int] = Latest(None)
     assert await box.get() is None
@@ -87,129 +102,103 @@ async def test_latest_keeps_only_the_newest_value() -> None:
     assert await box.get() == 2
 
 
-async def test_pod_feed_follows_the_container_until_deleted() -> None:
-    cluster = ScriptedCluster()
-    watches = Watches(cluster)  # type: ignore[arg-type]
-    watches.start()
-    try:
-        with watches.pods.subscribe(SID) as box:
-            assert await box.get() is None  # not created yet
-            cluster.pod_events.put_nowait(("ADDED", pod("1", {"waiting": {}})))
-            assert await box.get() == ContainerState("waiting")
-            cluster.pod_events.put_nowait(("MODIFIED", pod("2", {"running": {}})))
-            assert await box.get() == ContainerState("running")
-            cluster.pod_events.put_nowait(("DELETED", pod("3", {"running": {}})))
-            assert await box.get() is None
-        # A later subscriber starts from the cache.
-        cluster.pod_events.put_nowait(("ADDED", pod("4", {"running": {}})))
+async def test_pod_feed_follows_the_container_until_deleted(
+    cluster: ScriptedCluster, watches: Watches
+) -> None:
+    with watches.pods.subscribe(SID) as box:
+        assert await box.get() is None  # not created yet
+        cluster.pod_events.put_nowait(("ADDED", pod("1", {"waiting": {}})))
+        assert await box.get() == ContainerState("waiting")
+        cluster.pod_events.put_nowait(("MODIFIED", pod("2", {"running": {}})))
+        assert await box.get() == ContainerState("running")
+        cluster.pod_events.put_nowait(("DELETED", pod("3", {"running": {}})))
+        assert await box.get() is None
+    # A later subscriber starts from the cache.
+    cluster.pod_events.put_nowait(("ADDED", pod("4", {"running": {}})))
+    await settle()
+    with watches.pods.subscribe(SID) as box:
+        assert await box.get() == ContainerState("running")
+
+
+async def test_expired_watch_lists_again_and_drops_what_is_gone(
+    cluster: ScriptedCluster, watches: Watches
+) -> None:
+    with watches.pods.subscribe(SID) as box:
+        assert await box.get() is None
+        cluster.pod_events.put_nowait(("ADDED", pod("7", {"running": {}})))
+        assert await box.get() == ContainerState("running")
+        # The pod was deleted while the watch was away; the resumed watch is too old.
+        cluster.pod_events.put_nowait(WatchExpired("too old"))
+        assert await asyncio.wait_for(box.get(), 1) is None  # deleted by the relist
+    assert cluster.pod_versions == ["L1", "L2"]  # each watch from its list's version
+    assert watches.pods.synced
+
+
+async def test_outcome_feed_reports_the_final_status(
+    cluster: ScriptedCluster, watches: Watches
+) -> None:
+    with watches.outcomes.subscribe(SID) as box:
+        assert await box.get() is None
+        cluster.session_events.put_nowait(("MODIFIED", codesession("1", {"phase": "Running"})))
+        assert await box.get() is None  # not final
+        final = {"phase": "Terminated", "reason": "TimeLimitExceeded", "message": "2 min"}
+        cluster.session_events.put_nowait(("MODIFIED", codesession("2", final)))
+        outcome = await box.get()
+        assert outcome is not None
+        assert (outcome.state, outcome.reason, outcome.exit_code) == (
+            State.TERMINATED,
+            "TimeLimitExceeded",
+            None,
+        )
+
+
+async def test_started_event_feed_until_the_pod_is_deleted(
+    cluster: ScriptedCluster, watches: Watches
+) -> None:
+    changed = asyncio.Event()
+    with watches.started.subscribe(SID, changed) as box:
+        cluster.started_events.put_nowait(("ADDED", started("1", container="other")))
+        cluster.started_events.put_nowait(("ADDED", started("2", name="run-not-a-session")))
         await settle()
-        with watches.pods.subscribe(SID) as box:
-            assert await box.get() == ContainerState("running")
-    finally:
-        await watches.stop()
+        assert box.value is None  # not the sandbox container of a session
+        cluster.started_events.put_nowait(("ADDED", started("3")))
+        await asyncio.wait_for(changed.wait(), 1)
+        assert box.value is True
+    # The pod's deletion drops the cached event (events outlive pods by an hour).
+    cluster.pod_events.put_nowait(("ADDED", pod("4", {"running": {}})))
+    cluster.pod_events.put_nowait(("DELETED", pod("5", {"running": {}})))
+    await settle()
+    with watches.started.subscribe(SID) as box:
+        assert box.value is None
 
 
-async def test_expired_watch_lists_again_and_drops_what_is_gone() -> None:
-    cluster = ScriptedCluster()
-    watches = Watches(cluster)  # type: ignore[arg-type]
-    watches.start()
-    try:
-        with watches.pods.subscribe(SID) as box:
-            assert await box.get() is None
-            cluster.pod_events.put_nowait(("ADDED", pod("7", {"running": {}})))
-            assert await box.get() == ContainerState("running")
-            # The pod was deleted while the watch was away; the resumed watch is too old.
-            cluster.pod_events.put_nowait(WatchExpired("too old"))
-            assert await asyncio.wait_for(box.get(), 1) is None  # deleted by the relist
-        assert cluster.pod_versions == ["L1", "L2"]  # each watch from its list's version
-        assert watches.pods.synced
-    finally:
-        await watches.stop()
+async def test_one_event_wakes_a_waiter_of_several_feeds(
+    cluster: ScriptedCluster, watches: Watches
+) -> None:
+    changed = asyncio.Event()
+    with (
+        watches.pods.subscribe(SID, changed) as pod_box,
+        watches.outcomes.subscribe(SID, changed) as outcome_box,
+    ):
+        await changed.wait()  # set once on subscribing: read the current values
+        changed.clear()
+        cluster.session_events.put_nowait(("MODIFIED", codesession("1", {"phase": "Running"})))
+        await asyncio.wait_for(changed.wait(), 1)
+        changed.clear()
+        cluster.pod_events.put_nowait(("ADDED", pod("2", {"running": {}})))
+        await asyncio.wait_for(changed.wait(), 1)
+        assert pod_box.value == ContainerState("running")
+        assert outcome_box.value is None
 
 
-async def test_outcome_feed_reports_the_final_status() -> None:
-    cluster = ScriptedCluster()
-    watches = Watches(cluster)  # type: ignore[arg-type]
-    watches.start()
-    try:
-        with watches.outcomes.subscribe(SID) as box:
-            assert await box.get() is None
-            cluster.session_events.put_nowait(("MODIFIED", codesession("1", {"phase": "Running"})))
-            assert await box.get() is None  # not final
-            final = {"phase": "Terminated", "reason": "TimeLimitExceeded", "message": "2 min"}
-            cluster.session_events.put_nowait(("MODIFIED", codesession("2", final)))
-            outcome = await box.get()
-            assert outcome is not None
-            assert (outcome.state, outcome.reason, outcome.exit_code) == (
-                State.TERMINATED,
-                "TimeLimitExceeded",
-                None,
-            )
-    finally:
-        await watches.stop()
-
-
-async def test_started_event_feed_until_the_pod_is_deleted() -> None:
-    cluster = ScriptedCluster()
-    watches = Watches(cluster)  # type: ignore[arg-type]
-    watches.start()
-    try:
-        changed = asyncio.Event()
-        with watches.started.subscribe(SID, changed) as box:
-            cluster.started_events.put_nowait(("ADDED", started("1", container="other")))
-            cluster.started_events.put_nowait(("ADDED", started("2", name="run-not-a-session")))
-            await settle()
-            assert box.value is None  # not the sandbox container of a session
-            cluster.started_events.put_nowait(("ADDED", started("3")))
-            await asyncio.wait_for(changed.wait(), 1)
-            assert box.value is True
-        # The pod's deletion drops the cached event (events outlive pods by an hour).
-        cluster.pod_events.put_nowait(("ADDED", pod("4", {"running": {}})))
-        cluster.pod_events.put_nowait(("DELETED", pod("5", {"running": {}})))
-        await settle()
-        with watches.started.subscribe(SID) as box:
-            assert box.value is None
-    finally:
-        await watches.stop()
-
-
-async def test_one_event_wakes_a_waiter_of_several_feeds() -> None:
-    cluster = ScriptedCluster()
-    watches = Watches(cluster)  # type: ignore[arg-type]
-    watches.start()
-    try:
-        changed = asyncio.Event()
-        with (
-            watches.pods.subscribe(SID, changed) as pod_box,
-            watches.outcomes.subscribe(SID, changed) as outcome_box,
-        ):
-            await changed.wait()  # set once on subscribing: read the current values
-            changed.clear()
-            cluster.session_events.put_nowait(("MODIFIED", codesession("1", {"phase": "Running"})))
-            await asyncio.wait_for(changed.wait(), 1)
-            changed.clear()
-            cluster.pod_events.put_nowait(("ADDED", pod("2", {"running": {}})))
-            await asyncio.wait_for(changed.wait(), 1)
-            assert pod_box.value == ContainerState("running")
-            assert outcome_box.value is None
-    finally:
-        await watches.stop()
-
-
-async def test_started_feed_stops_without_rbac() -> None:
-    cluster = ScriptedCluster()
-    watches = Watches(cluster)  # type: ignore[arg-type]
-    watches.start()
-    try:
-        cluster.started_events.put_nowait(KubeError("403 Forbidden: events", 403))
-        await settle()
-        assert cluster.started_watches == 1  # not retried
-        cluster.pod_events.put_nowait(("ADDED", pod("1", {"running": {}})))
-        await settle()
-        with watches.pods.subscribe(SID) as box:
-            assert box.value == ContainerState("running")  # the others go on
-    finally:
-        await watches.stop()
+async def test_started_feed_stops_without_rbac(cluster: ScriptedCluster, watches: Watches) -> None:
+    cluster.started_events.put_nowait(KubeError("403 Forbidden: events", 403))
+    await settle()
+    assert cluster.started_watches == 1  # not retried
+    cluster.pod_events.put_nowait(("ADDED", pod("1", {"running": {}})))
+    await settle()
+    with watches.pods.subscribe(SID) as box:
+        assert box.value == ContainerState("running")  # the others go on
 
 
 async def test_not_synced_until_listed_and_while_relisting_after_a_failure() -> None:
@@ -230,17 +219,13 @@ async def test_not_synced_until_listed_and_while_relisting_after_a_failure() -> 
         await watches.stop()
 
 
-async def test_a_final_status_with_an_unknown_reason_still_ends_the_session() -> None:
-    cluster = ScriptedCluster()
-    watches = Watches(cluster)  # type: ignore[arg-type]
-    watches.start()
-    try:
-        with watches.outcomes.subscribe(SID) as box:
-            assert await box.get() is None
-            final = {"phase": "Terminated", "reason": "SomethingNewer", "message": "later"}
-            cluster.session_events.put_nowait(("MODIFIED", codesession("2", final)))
-            outcome = await asyncio.wait_for(box.get(), 1)
-            assert outcome is not None
-            assert (outcome.state, outcome.reason) == (State.TERMINATED, "SomethingNewer")
-    finally:
-        await watches.stop()
+async def test_a_final_status_with_an_unknown_reason_still_ends_the_session(
+    cluster: ScriptedCluster, watches: Watches
+) -> None:
+    with watches.outcomes.subscribe(SID) as box:
+        assert await box.get() is None
+        final = {"phase": "Terminated", "reason": "SomethingNewer", "message": "later"}
+        cluster.session_events.put_nowait(("MODIFIED", codesession("2", final)))
+        outcome = await asyncio.wait_for(box.get(), 1)
+        assert outcome is not None
+        assert (outcome.state, outcome.reason) == (State.TERMINATED, "SomethingNewer")
