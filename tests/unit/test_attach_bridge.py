@@ -267,30 +267,24 @@ async def test_an_operator_ending_the_session_wins_over_the_runner_report() -> N
     assert h.bridge.outcome is None
 
 
-async def test_a_sigkill_is_left_to_the_operator() -> None:
-    # Perhaps the OOM killer (under runc the runner survives it): MemoryLimitExceeded.
+@pytest.mark.parametrize(
+    ("stage_end", "result"),
+    [
+        # Perhaps the OOM killer (under runc the runner survives it): MemoryLimitExceeded.
+        pytest.param(x_frame("run", -1, signal=9), "signaled", id="sigkill"),
+        # The deadline's SIGTERM reaches the runner before the status reaches our watch.
+        pytest.param(x_frame("run", -1, signal=15), "stopped", id="stopped-from-outside"),
+        pytest.param(None, "setup-failed", id="setup-failed"),
+    ],
+)
+async def test_reports_the_operator_names_are_left_to_it(
+    stage_end: bytes | None, result: str
+) -> None:
     h = Harness()
     run = h.start()
-    h.attach.emit(Channel.STDOUT, x_frame("run", -1, signal=9))
-    h.attach.event("q", "result=signaled")
-    await run
-    assert h.bridge.outcome is None
-
-
-async def test_a_stop_from_outside_is_left_to_the_operator_even_before_its_status() -> None:
-    # The deadline's SIGTERM reaches the runner before the status reaches our watch.
-    h = Harness()
-    run = h.start()
-    h.attach.emit(Channel.STDOUT, x_frame("run", -1, signal=15))
-    h.attach.event("q", "result=stopped")
-    await run
-    assert h.bridge.outcome is None
-
-
-async def test_setup_failure_is_left_to_the_operator() -> None:
-    h = Harness()
-    run = h.start()
-    h.attach.event("q", "result=setup-failed")
+    if stage_end is not None:
+        h.attach.emit(Channel.STDOUT, stage_end)
+    h.attach.event("q", f"result={result}")
     await run
     assert h.bridge.outcome is None
 
