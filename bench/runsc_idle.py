@@ -28,6 +28,7 @@ from pathlib import Path
 
 from _common import load_average, percentile
 from cpu_by_process import Sampler
+from icee_core.runner_protocol import frame
 
 ECHO = "import sys\nfor line in sys.stdin:\n    print(line, end='', flush=True)\n"
 
@@ -64,11 +65,6 @@ def descendants(roots: set[int]) -> set[int]:
         if not more:
             return found
         found |= more
-
-
-def frame(kind: str, payload: bytes = b"") -> bytes:
-    """One frame of the runner's protocol (docs/runner.md)."""
-    return kind.encode() + b" %d\n" % len(payload) + payload + b"\n"
 
 
 def run(

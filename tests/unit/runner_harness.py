@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from icee_core.runner_protocol import frame
+
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = REPO / "runner" / "build" / "icee-runner"
 
@@ -27,10 +29,6 @@ def build_runner() -> Path:
     if proc.returncode != 0 or not RUNNER.is_file():
         raise RuntimeError(f"building the runner failed (make -C runner):\n{proc.stderr}")
     return RUNNER
-
-
-def frame(kind: str, payload: bytes = b"") -> bytes:
-    return kind.encode() + b" %d\n" % len(payload) + payload + b"\n"
 
 
 def file_frame(name: str | bytes, content: bytes) -> bytes:

@@ -19,6 +19,7 @@ from icee_core.models import (
     Timeouts,
     Usage,
 )
+from icee_core.runner_protocol import frame
 from icee_operator.observation import Observation, observe_pod, pod_lost
 from icee_operator.pods import build_pod, sandbox_uid
 from icee_operator.settings import OperatorSettings
@@ -471,10 +472,6 @@ def test_termination_without_times_is_stamped_now() -> None:
 
 X_RUN = b"stage=run exit=0 signal=0 cpu_ms=1000 mem_bytes=104857600 wall_ms=1200"
 X_COMPILE = b"stage=compile exit=0 signal=0 cpu_ms=700 mem_bytes=50000000 wall_ms=800"
-
-
-def frame(kind: str, payload: bytes) -> bytes:
-    return b"%s %d\n%s\n" % (kind.encode(), len(payload), payload)
 
 
 def test_usage_of_the_run_stage_from_the_tail() -> None:
