@@ -216,6 +216,13 @@ class ApiServer:
         async with connect(f"{self.ws_url}/ws/session/{session_id}", max_size=None) as ws:
             yield LiveSession(session_id, ws)
 
+    async def refused(self, session_id: str) -> tuple[int | None, str | None]:
+        """Open the session's WebSocket as another client would: the close it gets."""
+        async with connect(f"{self.ws_url}/ws/session/{session_id}") as ws:
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+        return ws.close_code, ws.close_reason
+
     @contextlib.asynccontextmanager
     async def live(
         self, code: str, language: str = "python", **extra: Any
