@@ -25,6 +25,9 @@ FINAL_STATES = frozenset({"finished", "terminated"})
 DOWN_SECONDS = 2.0
 # Every session reaches a final state within this long of the kill it lived through.
 FINAL_WITHIN = 120.0
+# Once its CodeSession is final, the api tells the client and closes its socket within
+# this long (it waits up to half a second for the program's last output first).
+CLOSED_WITHIN = 30.0
 
 # The sessions' own idle timeout (a request may lower it): the ones left running
 # end sooner after the last round, so the suite's tail is shorter; long enough
@@ -58,6 +61,8 @@ class Client:
         self.messages: list[dict[str, Any]] = []
         self.closed_at: float | None = None
         self.close_code: int | None = None
+        # Still open when the test closed it: the server never ended the stream.
+        self.closed_by_test = False
         self._changed = asyncio.Event()
         self._task = asyncio.create_task(self._read())
 
@@ -109,6 +114,7 @@ class Client:
         await self.ws.send(json.dumps(message))
 
     async def close(self) -> None:
+        self.closed_by_test = self.closed_by_test or self.closed_at is None
         with contextlib.suppress(Exception):
             await self.ws.close()
         self._task.cancel()
