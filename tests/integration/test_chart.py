@@ -68,6 +68,20 @@ def template(helm: str, *sets: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(run(*argv).stdout) if doc]
 
 
+def test_chart_ships_only_the_crds_of_icee(helm: str) -> None:
+    out = run(
+        helm, "template", "icee", str(CHART), "--namespace", "icee-system", "--include-crds",
+        "--skip-tests",
+    ).stdout  # fmt: skip
+    crds = {
+        doc["metadata"]["name"]
+        for doc in yaml.safe_load_all(out)
+        if doc and doc["kind"] == "CustomResourceDefinition"
+    }
+    # No kopfpeerings.kopf.dev: kopf runs standalone, the operators elect a leader by a Lease.
+    assert crds == {"codesessions.icee.dev", "sandboxpools.icee.dev"}
+
+
 def test_chart_values_and_schema_cover_the_pools(helm: str) -> None:
     objects = template(
         helm, "pools.sizes.python=3", "pools.sizes.java=0", "pools.maxAgeSeconds=600"
