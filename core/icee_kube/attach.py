@@ -96,16 +96,8 @@ class AttachStream:
         self._ws = ws
         self.subprotocol = ws.subprotocol
 
-    @property
-    def can_close_stdin(self) -> bool:
-        # v4 has no close signal: stdin EOF needs v5.
-        return self.subprotocol == channel.V5
-
     async def send_stdin(self, data: bytes) -> None:
         await self._send(channel.encode(Channel.STDIN, data))
-
-    async def close_stdin(self) -> None:
-        await self._send(channel.encode_close(Channel.STDIN))
 
     async def _send(self, frame: bytes) -> None:
         try:

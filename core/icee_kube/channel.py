@@ -2,8 +2,8 @@
 
 Every binary WebSocket frame starts with one channel byte: 0 stdin, 1 stdout,
 2 stderr, 3 error (a JSON ``metav1.Status``), 4 resize. ``v5`` adds 255, the close
-signal: the frame ``[255, channel]`` closes that one stream, which is how stdin EOF
-reaches the program while stdout keeps flowing. Pure functions, no I/O.
+signal: the frame ``[255, channel]`` closes that one stream. We never send it: stdin
+EOF reaches the runner in-band (its ``E`` frame). Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -47,11 +47,6 @@ class RemoteStatus:
 
 def encode(channel: Channel, data: bytes) -> bytes:
     return bytes((channel,)) + data
-
-
-def encode_close(channel: Channel) -> bytes:
-    """The v5 close signal for one stream (stdin EOF is ``encode_close(Channel.STDIN)``)."""
-    return bytes((Channel.CLOSE, channel))
 
 
 def decode(frame: bytes | str) -> Frame:

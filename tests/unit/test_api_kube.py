@@ -20,7 +20,7 @@ from aiohttp import web
 from icee_api.session.cluster import Cluster, codesessions_path
 from icee_core.models import CodeSessionSpec
 from icee_kube.attach import AttachBuffers, AttachRefused, open_attach
-from icee_kube.channel import Channel, Frame
+from icee_kube.channel import V5, Channel, Frame
 from icee_kube.client import (
     KubeClient,
     KubeError,
@@ -367,7 +367,7 @@ async def test_attach_target_shares_one_tls_context(served: Served) -> None:
     assert a.headers == {"Authorization": "Bearer secret"}
     assert a.url.startswith("wss://127.0.0.1:")
     async with open_attach(a, AttachBuffers(open_timeout=5)) as attach:
-        assert attach.can_close_stdin
+        assert attach.subprotocol == V5
         frames = [frame async for frame in attach.frames()]
     assert frames == [
         Frame(Channel.STDOUT, b""),

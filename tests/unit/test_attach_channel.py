@@ -11,10 +11,6 @@ def test_stdin_frame_is_channel_byte_then_data() -> None:
     assert channel.encode(Channel.STDIN, b"hi\n") == b"\x00hi\n"
 
 
-def test_close_signal_names_the_stream() -> None:
-    assert channel.encode_close(Channel.STDIN) == b"\xff\x00"
-
-
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
