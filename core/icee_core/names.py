@@ -13,7 +13,6 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "CodeSession"
 PLURAL = "codesessions"
-SINGULAR = "codesession"
 SHORT_NAME = "csn"  # `cs` belongs to componentstatuses
 
 DEFAULT_NAMESPACE = "icee-sandbox"
@@ -84,7 +83,3 @@ def session_labels(session_id: str) -> dict[str, str]:
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_SESSION: validate_session_id(session_id),
     }
-
-
-def session_selector(session_id: str) -> str:
-    return f"{LABEL_SESSION}={validate_session_id(session_id)}"
