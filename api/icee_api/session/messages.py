@@ -21,7 +21,6 @@ from icee_api.session.state import Outcome, State
 
 class CloseCode(IntEnum):
     NORMAL = 1000
-    GOING_AWAY = 1001
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
     NOT_FOUND = 4404
