@@ -51,6 +51,13 @@ def run_py(ws: Path, source: str, **kw: object) -> Runner:
     )
 
 
+def run_node(ws: Path, source: str, **kw: object) -> Runner:
+    return Runner.start(
+        ws,
+        request(f"exec {NODE} main.js", files=[("main.js", source.encode())], **kw),  # type: ignore[arg-type]
+    )
+
+
 # ---------- framing ----------
 
 
@@ -387,9 +394,7 @@ def test_tty_ctrl_d_ends_node_event_loop_stdin(ws: Path) -> None:
         "process.stdin.on('end', () => { console.log('the end'); process.exit(0); });\n"
         "console.log('ready');\n"
     )
-    r = Runner.start(
-        ws, request(f"exec {NODE} main.js", files=[("main.js", src.encode())], tty=(80, 24))
-    )
+    r = run_node(ws, src, tty=(80, 24))
     r.wait_output(b"ready")
     r.send(frame("I", b"ab\r"))
     r.wait_output(b"got 3")
@@ -405,9 +410,7 @@ def test_tty_node_readline_close_exits_by_itself(ws: Path) -> None:
         "const rl = readline.createInterface({input: process.stdin, output: process.stdout});\n"
         "rl.question('name? ', (a) => { console.log('hi ' + a); rl.close(); });\n"
     )
-    r = Runner.start(
-        ws, request(f"exec {NODE} main.js", files=[("main.js", src.encode())], tty=(80, 24))
-    )
+    r = run_node(ws, src, tty=(80, 24))
     r.wait_output(b"name? ")
     r.send(frame("I", b"ann\r"))
     # No E: in a terminal rl.close() is enough for node to exit.
