@@ -234,6 +234,16 @@ def terminated(exit_code: int, reason: str = "Error", message: str | None = None
 
 T1 = datetime(2025, 1, 1, 12, 0, 1, tzinfo=UTC)
 T2 = datetime(2025, 1, 1, 12, 0, 2, tzinfo=UTC)
+# The runner could not set the program up (exit 125).
+SETUP_FAILED = Observation(
+    Phase.TERMINATED,
+    Reason.START_FAILED,
+    125,
+    "the sandbox could not set the program up (see the pod log)",
+    "run-x",
+    T1,
+    T2,
+)
 
 
 @pytest.mark.parametrize(
@@ -283,28 +293,12 @@ T2 = datetime(2025, 1, 1, 12, 0, 2, tzinfo=UTC)
         ),
         (
             pod(phase="Failed", state=terminated(125, message="q 19\nresult=setup-failed\n")),
-            Observation(
-                Phase.TERMINATED,
-                Reason.START_FAILED,
-                125,
-                "the sandbox could not set the program up (see the pod log)",
-                "run-x",
-                T1,
-                T2,
-            ),
+            SETUP_FAILED,
         ),
         (
             # 125 and no final frame: the runner stopped on a protocol error.
             pod(phase="Failed", state=terminated(125, message="icee-runner: bad frame\n")),
-            Observation(
-                Phase.TERMINATED,
-                Reason.START_FAILED,
-                125,
-                "the sandbox could not set the program up (see the pod log)",
-                "run-x",
-                T1,
-                T2,
-            ),
+            SETUP_FAILED,
         ),
         (
             pod(phase="Failed", state=terminated(137, "OOMKilled")),
