@@ -108,6 +108,31 @@ def start_process(name: str, argv: list[str], env: dict[str, str], logs: Path) -
     return Process(name, popen, log)
 
 
+def icee_env(settings: dict[str, str]) -> dict[str, str]:
+    """``ICEE_*`` variables from settings named as in Settings (``lease_seconds``)."""
+    return {f"ICEE_{key.upper()}": value for key, value in settings.items()}
+
+
+def start_operator(namespace: str, logs: Path, **settings: str) -> Process:
+    """An ``icee-operator`` process (the console script) serving ``namespace``."""
+    env = {"ICEE_NAMESPACE": namespace, "ICEE_HEALTH_PORT": str(free_port())}
+    return start_process("operator", [str(BIN / "icee-operator")], env | icee_env(settings), logs)
+
+
+def start_api_server(namespace: str, logs: Path, **settings: str) -> ApiServer:
+    """An ``icee-api`` process (the console script) on a free port, once it is ready."""
+    port = free_port()
+    env = {"ICEE_NAMESPACE": namespace, "ICEE_PORT": str(port), "ICEE_HOST": "127.0.0.1"}
+    proc = start_process("api", [str(BIN / "icee-api")], env | icee_env(settings), logs)
+    server = ApiServer(proc, port, namespace)
+    try:
+        _wait_ready(server)
+    except BaseException:
+        proc.stop()
+        raise
+    return server
+
+
 @pytest.fixture(scope="session")
 def process_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
@@ -125,12 +150,7 @@ def namespace(kubeconfig: str, process_logs: Path) -> Iterator[str]:
     kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
     ns = f"icee-it-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", ns)
-    operator = start_process(
-        "operator",
-        [str(BIN / "icee-operator")],
-        {"ICEE_NAMESPACE": ns, "ICEE_HEALTH_PORT": str(free_port())},
-        process_logs,
-    )
+    operator = start_operator(ns, process_logs)
     try:
         yield ns
     finally:
@@ -268,13 +288,8 @@ def start_api(namespace: str, process_logs: Path, _api_servers: list[ApiServer])
     """Start an ``icee-api`` process (the console script) with extra ICEE_* settings."""
 
     def start(**settings: str) -> ApiServer:
-        port = free_port()
-        env = {"ICEE_NAMESPACE": namespace, "ICEE_PORT": str(port), "ICEE_HOST": "127.0.0.1"}
-        env |= {f"ICEE_{k.upper()}": v for k, v in settings.items()}
-        proc = start_process("api", [str(BIN / "icee-api")], env, process_logs)
-        server = ApiServer(proc, port, namespace)
+        server = start_api_server(namespace, process_logs, **settings)
         _api_servers.append(server)
-        _wait_ready(server)
         return server
 
     return start

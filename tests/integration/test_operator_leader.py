@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BIN, KUBECTL, REPO, Process, free_port, kubectl, start_process
+from conftest import KUBECTL, REPO, Process, free_port, kubectl, start_operator
 from icee_core import names
 
 pytestmark = pytest.mark.cluster
@@ -43,15 +43,16 @@ class Replicas:
 
     def start(self) -> tuple[Process, int]:
         port = free_port()
-        env = {
-            "ICEE_NAMESPACE": self.namespace,
-            "ICEE_HEALTH_PORT": str(port),
-            "ICEE_LEADER_LEASE": LEASE,
-            "ICEE_LEADER_LEASE_SECONDS": str(LEASE_SECONDS),
-            "ICEE_LEADER_RENEW_SECONDS": "2",
-            "ICEE_LEADER_RETRY_SECONDS": "1",
-        }
-        return start_process("operator", [str(BIN / "icee-operator")], env, self.logs), port
+        process = start_operator(
+            self.namespace,
+            self.logs,
+            health_port=str(port),
+            leader_lease=LEASE,
+            leader_lease_seconds=str(LEASE_SECONDS),
+            leader_renew_seconds="2",
+            leader_retry_seconds="1",
+        )
+        return process, port
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         return kubectl("-n", self.namespace, *args, check=check)

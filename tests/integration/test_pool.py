@@ -15,15 +15,12 @@ from typing import Any
 
 import pytest
 from conftest import (
-    BIN,
     KUBECTL,
     REPO,
-    ApiServer,
     Process,
-    _wait_ready,
-    free_port,
     kubectl,
-    start_process,
+    start_api_server,
+    start_operator,
 )
 from icee_core import names
 
@@ -37,21 +34,15 @@ class PoolStack:
     def __init__(self, namespace: str, logs: Path) -> None:
         self.namespace = namespace
         self.logs = logs
-        self.operator = self.start_operator({})
-        port = free_port()
-        env = {"ICEE_NAMESPACE": namespace, "ICEE_PORT": str(port), "ICEE_HOST": "127.0.0.1"}
-        self.api = ApiServer(
-            start_process("api", [str(BIN / "icee-api")], env, logs), port, namespace
-        )
-        _wait_ready(self.api)
+        self.operator = self.start_operator()
+        self.api = start_api_server(namespace, logs)
 
-    def start_operator(self, env: dict[str, str]) -> Process:
-        base = {"ICEE_NAMESPACE": self.namespace, "ICEE_HEALTH_PORT": str(free_port())}
-        return start_process("operator", [str(BIN / "icee-operator")], base | env, self.logs)
+    def start_operator(self, **settings: str) -> Process:
+        return start_operator(self.namespace, self.logs, **settings)
 
-    def restart_operator(self, env: dict[str, str]) -> None:
+    def restart_operator(self, **settings: str) -> None:
         self.operator.stop()
-        self.operator = self.start_operator(env)
+        self.operator = self.start_operator(**settings)
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         return kubectl("-n", self.namespace, *args, check=check)
@@ -280,9 +271,7 @@ def test_language_registry_change_replaces_warm_pods_never_claimed_again(
             assert "podName" not in session(stack, s.id)["spec"]["start"]
             assert set(old_pods) == {p["metadata"]["name"] for p in stack.ready_unclaimed("python")}
             # A new operator of a new language registry: a new template.
-            stack.operator = stack.start_operator(
-                {"ICEE_LANGUAGES_FILE": str(changed_registry(tmp_path))}
-            )
+            stack.operator = stack.start_operator(languages_file=str(changed_registry(tmp_path)))
             transcript = await s.finish()
             return s.id, transcript.stdout
 
@@ -326,7 +315,7 @@ def test_template_change_replaces_warm_pods(stack: PoolStack) -> None:
     old_hash = stack.pool("python")["status"]["templateHash"]
     old = {p["metadata"]["name"] for p in stack.pods("python")}
     # New limits for every session: a new template.
-    stack.restart_operator({"ICEE_MAXIMA__LIMITS__MEMORY_BYTES": str(150 * 1024 * 1024)})
+    stack.restart_operator(maxima__limits__memory_bytes=str(150 * 1024 * 1024))
     wait_for(
         "a new template hash", lambda: stack.pool("python")["status"]["templateHash"] != old_hash
     )

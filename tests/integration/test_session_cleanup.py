@@ -14,14 +14,11 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    BIN,
-    ApiServer,
     LiveSession,
     Process,
-    _wait_ready,
-    free_port,
     kubectl,
-    start_process,
+    start_api_server,
+    start_operator,
 )
 from icee_core import names
 from websockets.asyncio.client import connect
@@ -40,20 +37,12 @@ class Stack:
         self.namespace = namespace
         self.logs = logs
         self.operator = self.start_operator()
-        port = free_port()
-        env = {"ICEE_NAMESPACE": namespace, "ICEE_PORT": str(port), "ICEE_HOST": "127.0.0.1"}
-        self.api = ApiServer(
-            start_process("api", [str(BIN / "icee-api")], env, logs), port, namespace
-        )
-        _wait_ready(self.api)
+        self.api = start_api_server(namespace, logs)
 
     def start_operator(self) -> Process:
-        env = {
-            "ICEE_NAMESPACE": self.namespace,
-            "ICEE_HEALTH_PORT": "0",
-            "ICEE_RETENTION_SECONDS": str(RETENTION_SECONDS),
-        }
-        return start_process("operator", [str(BIN / "icee-operator")], env, self.logs)
+        return start_operator(
+            self.namespace, self.logs, health_port="0", retention_seconds=str(RETENTION_SECONDS)
+        )
 
     def restart_operator(self) -> None:
         self.operator.stop()
