@@ -35,7 +35,7 @@ from typing import Any, cast
 
 import kopf
 from icee_core import names
-from icee_core.languages import LanguageConfigError, LanguageRegistry, load_registry
+from icee_core.languages import LanguageRegistry
 from icee_core.models import Phase, Reason
 
 from icee_operator.deadlines import Deadlines
@@ -66,13 +66,9 @@ def context(memo: kopf.Memo) -> Context:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # `icee-operator` passes its settings in; `kopf run -m icee_operator.handlers`
-    # gets them read here.
-    config = cast(OperatorSettings, memo.get("settings") or OperatorSettings())
-    try:
-        languages = memo.get("languages") or load_registry(config.languages_file)
-    except LanguageConfigError as error:
-        raise kopf.PermanentError(str(error)) from None
+    # `icee-operator` (main.py) read both before it started kopf.
+    config = cast(OperatorSettings, memo["settings"])
+    languages = cast(LanguageRegistry, memo["languages"])
     # kopf's own bookkeeping in annotations under our group; the status is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     # The user's code is in the object once: kopf's copy of the last handled spec
@@ -88,7 +84,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     ctx = Context(
         settings=config,
-        languages=cast(LanguageRegistry, languages),
+        languages=languages,
         kube=await Kube.connect(config.namespace),
         deadlines=Deadlines(),
     )

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import kopf
 from icee_core import names
-from icee_core.languages import LanguageConfigError, LanguageRegistry, load_registry
+from icee_core.languages import LanguageRegistry
 
 from icee_operator.pool_controller import PoolContext, keep
 from icee_operator.pool_kube import PoolKube
@@ -39,18 +39,15 @@ def pool_context(memo: kopf.Memo) -> PoolContext:
 
 @kopf.on.startup()
 async def pools_startup(memo: kopf.Memo, **_: Any) -> None:
-    config = cast(OperatorSettings, memo.get("settings") or OperatorSettings())
-    try:
-        languages = memo.get("languages") or load_registry(config.languages_file)
-    except LanguageConfigError as error:
-        raise kopf.PermanentError(str(error)) from None
+    config = cast(OperatorSettings, memo["settings"])  # main.py read them
+    languages = cast(LanguageRegistry, memo["languages"])
     # kopf logs every event handler's success at INFO: one line per pod event otherwise.
     objects_log = logging.getLogger("kopf.objects")
     if _quiet_pool_events not in objects_log.filters:
         objects_log.addFilter(_quiet_pool_events)
     ctx = PoolContext(
         settings=config,
-        languages=cast(LanguageRegistry, languages),
+        languages=languages,
         kube=cast(PoolKube, await PoolKube.connect(config.namespace)),
     )
     memo["pools"] = ctx
