@@ -1,6 +1,7 @@
 """The informer's pure parts: replace and apply, bad events, backoff, supervision."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -56,6 +57,17 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+@contextlib.asynccontextmanager
+async def running(script: Script) -> AsyncIterator[Informer[int]]:
+    """The informer of ``script``, its run loop going until the block ends."""
+    inf = informer(script)
+    task = asyncio.create_task(inf.run())
+    try:
+        yield inf
+    finally:
+        task.cancel()
+
+
 def test_backoff_grows_to_its_cap_with_jitter_and_resets() -> None:
     low = Backoff(1.0, 8.0, rand=lambda: 0.0)
     assert [low.next() for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
@@ -102,9 +114,7 @@ def test_watch_lines_that_are_not_events_are_undecodable() -> None:
 async def test_lists_then_watches_from_the_list_and_resumes_after_a_timeout() -> None:
     script = Script()
     script.listed = [obj("a", "5", 1)]
-    inf = informer(script)
-    task = asyncio.create_task(inf.run())
-    try:
+    async with running(script) as inf:
         await settle()
         assert inf.synced
         assert inf.get("a") == 1
@@ -115,15 +125,11 @@ async def test_lists_then_watches_from_the_list_and_resumes_after_a_timeout() ->
         assert inf.get("a") == 2
         assert script.watched == ["L1", "9"]  # no relist after a clean timeout
         assert script.lists == 1
-    finally:
-        task.cancel()
 
 
 async def test_bad_events_are_skipped_and_the_cache_converges_by_listing_again() -> None:
     script = Script()
-    inf = informer(script)
-    task = asyncio.create_task(inf.run())
-    try:
+    async with running(script) as inf:
         await settle()
         script.events.put_nowait((UNDECODABLE, {}))
         script.events.put_nowait(("SURPRISE", obj("a", "2", 1)))
@@ -138,21 +144,15 @@ async def test_bad_events_are_skipped_and_the_cache_converges_by_listing_again()
         assert script.lists == 2
         assert (inf.get("b"), inf.get("c")) == (5, 4)
         assert script.watched == ["L1", "L2"]
-    finally:
-        task.cancel()
 
 
 async def test_410_lists_again_at_once() -> None:
     script = Script()
-    inf = informer(script)
-    task = asyncio.create_task(inf.run())
-    try:
+    async with running(script):
         await settle()
         script.events.put_nowait(WatchExpired("too old", 410))
         await settle()
         assert script.watched == ["L1", "L2"]
-    finally:
-        task.cancel()
 
 
 async def test_optional_informer_stops_without_rbac() -> None:
