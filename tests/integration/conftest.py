@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import pytest
+from icee_core import names
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -55,6 +56,44 @@ def kubectl(*args: str, check: bool = True, timeout: float = 60) -> str:
     if check and proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
     return proc.stdout
+
+
+def apply_crd(kind: str) -> None:
+    """This checkout's CRD (charts/icee/crds/<kind>.yaml), applied and served.
+
+    Always applied: helm does not upgrade CRDs, and this checkout's (additive)
+    schema must be in.
+    """
+    path = CRD.with_name(f"{kind}.yaml")
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    kubectl("wait", "--for=condition=Established", f"crd/{kind}s.icee.dev")
+
+
+def apply_pool(namespace: str, name: str, language: str, replicas: int) -> None:
+    pool = {
+        "apiVersion": names.API_VERSION,
+        "kind": "SandboxPool",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"language": language, "replicas": replicas},
+    }
+    subprocess.run([KUBECTL, "apply", "-f", "-"], input=json.dumps(pool), text=True, check=True)
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """Ready and not being deleted."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return not pod["metadata"].get("deletionTimestamp") and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in conditions
+    )
+
+
+def wait_for(what: str, check: Callable[[], bool], within: float = 90, every: float = 0.5) -> float:
+    """Poll ``check`` (often a kubectl call) until it holds; the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < within, f"timed out waiting for {what}"
+        time.sleep(every)
+    return time.monotonic() - start
 
 
 def free_port() -> int:
@@ -145,9 +184,7 @@ def namespace(kubeconfig: str, process_logs: Path) -> Iterator[str]:
     if given:
         yield given
         return
-    # Always: helm does not upgrade CRDs, and this checkout's (additive) schema must be in.
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
+    apply_crd("codesession")
     ns = f"icee-it-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", ns)
     operator = start_operator(ns, process_logs)

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import CRD, kubectl
+from conftest import apply_crd, kubectl
 from icee_api.session.cluster import Cluster
 from icee_api.session.watches import Watches
 from icee_core.models import CodeSessionSpec
@@ -61,9 +61,7 @@ async def until(condition: Callable[[], bool], within: float) -> None:
 
 @pytest.fixture
 def bare_namespace(kubeconfig: str) -> Iterator[str]:
-    if kubectl("get", "crd", "codesessions.icee.dev", check=False).strip() == "":
-        kubectl("apply", "-f", str(CRD))
-        kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
+    apply_crd("codesession")
     ns = f"icee-inf-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", ns)
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KUBECTL, Process, free_port, kubectl, start_process
+from conftest import KUBECTL, Process, apply_crd, free_port, kubectl, start_process
 from icee_api.session.run_request import build_request
 from icee_core import names
 from icee_core import runner_protocol as rp
@@ -34,7 +34,6 @@ from icee_core.models import CodeSessionSpec, codesession_manifest
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
-CRD = REPO / "charts" / "icee" / "crds" / "codesession.yaml"
 OPERATOR = Path(sys.executable).parent / "icee-operator"
 RETENTION_SECONDS = 10
 CONNECT_TIMEOUT_SECONDS = 8
@@ -73,8 +72,7 @@ class Operator:
 
 @contextlib.contextmanager
 def operator_in_new_namespace(logs: Path, languages: Path, **settings: str) -> Iterator[Operator]:
-    kubectl("apply", "--server-side", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/codesessions.icee.dev")
+    apply_crd("codesession")
     namespace = f"icee-op-it-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", namespace)
     # Pods are refused until the namespace's default service account exists.

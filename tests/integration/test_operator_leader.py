@@ -7,33 +7,31 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KUBECTL, REPO, Process, free_port, kubectl, start_operator
+from conftest import (
+    Process,
+    apply_crd,
+    apply_pool,
+    free_port,
+    kubectl,
+    pod_ready,
+    start_operator,
+    wait_for,
+)
 from icee_core import names
 
 pytestmark = pytest.mark.cluster
 
-POOL_CRD = REPO / "charts" / "icee" / "crds" / "sandboxpool.yaml"
 LEASE = "icee-operator"
 LEASE_SECONDS = 6
 STARTED = re.compile(r"pool python: \d+ warm pod\(s\) started")
-
-
-def wait_for(what: str, check: Callable[[], bool], within: float = 90) -> float:
-    """Seconds it took; fails after `within`."""
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < within, f"timed out waiting for {what}"
-        time.sleep(0.25)
-    return time.monotonic() - start
 
 
 class Replicas:
@@ -67,14 +65,7 @@ class Replicas:
         return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
 
     def ready_warm_pods(self) -> list[dict[str, Any]]:
-        return [
-            p
-            for p in self.warm_pods()
-            if any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in (p.get("status") or {}).get("conditions") or []
-            )
-        ]
+        return [p for p in self.warm_pods() if pod_ready(p)]
 
 
 def identity(process: Process) -> str:
@@ -85,17 +76,10 @@ def identity(process: Process) -> str:
 
 @pytest.fixture
 def replicas(kubeconfig: str, process_logs: Path) -> Iterator[Replicas]:
-    kubectl("apply", "-f", str(POOL_CRD))
-    kubectl("wait", "--for=condition=Established", "crd/sandboxpools.icee.dev")
+    apply_crd("sandboxpool")
     namespace = f"icee-leader-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", namespace)
-    pool = {
-        "apiVersion": names.API_VERSION,
-        "kind": "SandboxPool",
-        "metadata": {"name": "python", "namespace": namespace},
-        "spec": {"language": "python", "replicas": 1},
-    }
-    subprocess.run([KUBECTL, "apply", "-f", "-"], input=json.dumps(pool), text=True, check=True)
+    apply_pool(namespace, "python", "python", 1)
     try:
         yield Replicas(namespace, process_logs)
     finally:
@@ -133,6 +117,7 @@ def test_only_the_lease_holder_keeps_the_pool_and_a_standby_takes_over(
             "the standby to take the lease over",
             lambda: replicas.holder() == identity(standby),
             within=4 * LEASE_SECONDS,
+            every=0.25,
         )
         print(f"takeover after the leader's kill: {took:.1f} s (lease {LEASE_SECONDS} s)")
         # Within the lease duration of the holder's last renewal, plus the standby's retry.

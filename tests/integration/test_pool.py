@@ -9,24 +9,26 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import (
-    KUBECTL,
     REPO,
     Process,
+    apply_crd,
+    apply_pool,
     kubectl,
+    pod_ready,
     start_api_server,
     start_operator,
+    wait_for,
 )
 from icee_core import names
 
 pytestmark = pytest.mark.cluster
 
-POOL_CRD = REPO / "charts" / "icee" / "crds" / "sandboxpool.yaml"
 CLAIMER = Path(__file__).with_name("pool_claimer.py")
 
 
@@ -48,13 +50,7 @@ class PoolStack:
         return kubectl("-n", self.namespace, *args, check=check)
 
     def apply_pool(self, name: str, language: str, replicas: int) -> None:
-        pool = {
-            "apiVersion": names.API_VERSION,
-            "kind": "SandboxPool",
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {"language": language, "replicas": replicas},
-        }
-        subprocess.run([KUBECTL, "apply", "-f", "-"], input=json.dumps(pool), text=True, check=True)
+        apply_pool(self.namespace, name, language, replicas)
 
     def pool(self, name: str) -> dict[str, Any]:
         return dict(json.loads(self.kubectl("get", "sandboxpool", name, "-o", "json")))
@@ -64,31 +60,16 @@ class PoolStack:
         return list(json.loads(out)["items"])
 
     def ready_unclaimed(self, pool: str) -> list[dict[str, Any]]:
-        return [p for p in self.pods(pool) if _ready(p) and _unclaimed(p)]
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return not pod["metadata"].get("deletionTimestamp") and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in conditions
-    )
+        return [p for p in self.pods(pool) if pod_ready(p) and _unclaimed(p)]
 
 
 def _unclaimed(pod: dict[str, Any]) -> bool:
     return names.LABEL_SESSION not in (pod["metadata"].get("labels") or {})
 
 
-def wait_for(what: str, check: Callable[[], bool], within: float = 90) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def stack(kubeconfig: str, process_logs: Path) -> Iterator[PoolStack]:
-    kubectl("apply", "-f", str(POOL_CRD))
-    kubectl("wait", "--for=condition=Established", "crd/sandboxpools.icee.dev")
+    apply_crd("sandboxpool")
     namespace = f"icee-pool-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", namespace)
     s = PoolStack(namespace, process_logs)
@@ -126,7 +107,7 @@ def test_pool_reaches_its_size_and_kubectl_shows_it(stack: PoolStack) -> None:
 
 def test_kubectl_scale_drives_the_pool(stack: PoolStack) -> None:
     stack.kubectl("scale", "sandboxpool", "python", "--replicas=1")
-    wait_for("1 warm pod", lambda: len([p for p in stack.pods("python") if _ready(p)]) == 1)
+    wait_for("1 warm pod", lambda: len([p for p in stack.pods("python") if pod_ready(p)]) == 1)
     stack.kubectl("scale", "sandboxpool", "python", "--replicas=2")
     wait_for("2 ready warm pods", lambda: len(stack.ready_unclaimed("python")) == 2)
     path = f"/apis/icee.dev/v1alpha1/namespaces/{stack.namespace}/sandboxpools/python/scale"
