@@ -28,8 +28,10 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from icee_kube.leases import held_spec, new_lease
 
 from icee_core import names
 
@@ -62,60 +64,32 @@ def holder_lease(holder: str) -> str:
     return holder.rpartition("/")[0]
 
 
-def rfc3339_micro(at: datetime) -> str:
-    """A Lease's MicroTime."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def replica_lease(name: str, holder: str, seconds: int, at: datetime) -> dict[str, Any]:
-    stamp = rfc3339_micro(at)
-    return {
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {
-            "name": name,
-            "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY, LABEL_LEASE: KIND_REPLICA},
-        },
-        "spec": {
-            "holderIdentity": holder,
-            "leaseDurationSeconds": seconds,
-            "acquireTime": stamp,
-            "renewTime": stamp,
-        },
-    }
+    labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY, LABEL_LEASE: KIND_REPLICA}
+    return new_lease({"name": name, "labels": labels}, held_spec(holder, seconds, at))
 
 
 def stream_lease(
     session_id: str, session_uid: str, holder: str, seconds: int, at: datetime
 ) -> dict[str, Any]:
-    stamp = rfc3339_micro(at)
-    return {
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {
-            "name": stream_lease_name(session_id),
-            "labels": {
-                names.LABEL_MANAGED_BY: names.MANAGED_BY,
-                LABEL_LEASE: KIND_STREAM,
-                names.LABEL_SESSION: session_id,
-            },
-            # Goes with its session at the latest (after the session's retention).
-            "ownerReferences": [
-                {
-                    "apiVersion": names.API_VERSION,
-                    "kind": names.KIND,
-                    "name": session_id,
-                    "uid": session_uid,
-                }
-            ],
+    metadata = {
+        "name": stream_lease_name(session_id),
+        "labels": {
+            names.LABEL_MANAGED_BY: names.MANAGED_BY,
+            LABEL_LEASE: KIND_STREAM,
+            names.LABEL_SESSION: session_id,
         },
-        "spec": {
-            "holderIdentity": holder,
-            "leaseDurationSeconds": seconds,
-            "acquireTime": stamp,
-            "renewTime": stamp,
-        },
+        # Goes with its session at the latest (after the session's retention).
+        "ownerReferences": [
+            {
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
+                "name": session_id,
+                "uid": session_uid,
+            }
+        ],
     }
+    return new_lease(metadata, held_spec(holder, seconds, at))
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,5 +35,9 @@ def pods_path(namespace: str, name: str | None = None, sub: str | None = None) -
     return core_path(namespace, "pods", name, sub)
 
 
+def leases_path(namespace: str, name: str | None = None) -> str:
+    return custom_path("coordination.k8s.io", "v1", namespace, "leases", name)
+
+
 def events_path(namespace: str) -> str:
     return core_path(namespace, "events")

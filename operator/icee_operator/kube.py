@@ -12,7 +12,7 @@ from typing import Any
 
 from icee_core import names
 from icee_kube.client import MERGE_PATCH, KubeClient, KubeError, QuotaExceeded
-from icee_kube.paths import core_path, custom_path
+from icee_kube.paths import core_path, custom_path, leases_path
 
 __all__ = ["MERGE_PATCH", "Conflict", "Gone", "Kube", "QuotaExceeded"]
 
@@ -92,7 +92,7 @@ class Kube:
     # Stream claims of the api replicas (icee_core.claims)
 
     def _leases(self, name: str | None = None) -> str:
-        return custom_path("coordination.k8s.io", "v1", self.namespace, "leases", name)
+        return leases_path(self.namespace, name)
 
     async def list_leases(self, label_selector: str) -> list[dict[str, Any]]:
         items, _ = await self.client.list_all(self._leases(), {"labelSelector": label_selector})

@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from icee_kube.client import KubeClient, KubeError
-from icee_kube.paths import custom_path
+from icee_kube.leases import held_spec, micro_time, new_lease
+from icee_kube.paths import leases_path
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +50,10 @@ def record_of(lease: Mapping[str, Any]) -> LeaseRecord:
     )
 
 
-def micro_time(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def lease_spec(
     identity: str, lease_seconds: int, now: datetime, transitions: int
 ) -> dict[str, Any]:
-    stamp = micro_time(now)
-    return {
-        "holderIdentity": identity,
-        "leaseDurationSeconds": lease_seconds,
-        "acquireTime": stamp,
-        "renewTime": stamp,
-        "leaseTransitions": transitions,
-    }
+    return held_spec(identity, lease_seconds, now) | {"leaseTransitions": transitions}
 
 
 class Observer:
@@ -102,7 +92,7 @@ class LeaderElection:
         self._observer = Observer()
 
     def _path(self, name: str | None = None) -> str:
-        return custom_path("coordination.k8s.io", "v1", self.namespace, "leases", name)
+        return leases_path(self.namespace, name)
 
     async def _read(self) -> dict[str, Any] | None:
         try:
@@ -120,12 +110,10 @@ class LeaderElection:
         lease = await self._read()
         now = datetime.now(UTC)
         if lease is None:
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": lease_spec(self.identity, self.lease_seconds, now, 0),
-            }
+            body = new_lease(
+                {"name": self.name, "namespace": self.namespace},
+                lease_spec(self.identity, self.lease_seconds, now, 0),
+            )
             try:
                 await self._client.call("POST", self._path(), body=body)
             except KubeError as error:

@@ -2,7 +2,8 @@
 
 from datetime import UTC, datetime
 
-from icee_operator.leader import LeaseRecord, Observer, lease_spec, micro_time, record_of
+from icee_kube.leases import micro_time
+from icee_operator.leader import LeaseRecord, Observer, lease_spec, record_of
 
 
 def record(holder: str, renew: str) -> LeaseRecord:

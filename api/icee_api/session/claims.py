@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 from icee_core import claims as c
 from icee_kube.client import MERGE_PATCH, KubeError
-from icee_kube.paths import custom_path
+from icee_kube.leases import micro_time
+from icee_kube.paths import leases_path
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class Leases:
         self._namespace = namespace
 
     def _path(self, name: str | None = None) -> str:
-        return custom_path("coordination.k8s.io", "v1", self._namespace, "leases", name)
+        return leases_path(self._namespace, name)
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._kube.call("POST", self._path(), body=body)
@@ -125,7 +126,7 @@ class StreamClaims:
             "metadata": {"resourceVersion": self._version},
             "spec": {
                 "holderIdentity": self.holder,
-                "renewTime": c.rfc3339_micro(datetime.now(UTC)),
+                "renewTime": micro_time(datetime.now(UTC)),
             },
         }
         self._took(await self._leases.patch(self.lease_name, patch))
