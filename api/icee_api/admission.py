@@ -18,8 +18,14 @@ and by who created them (the ``icee.dev/client`` label). Limits, all checked on
   containerd, runsc); past a few dozen starts at once every start slows down until
   some time out (``StartFailed``). Refusing early, with a 429 and a Retry-After of a
   couple of seconds, lets a burst queue at the clients instead;
-  one client may hold at most half of these (``client_starting``, a 429), so no
-  single client blocks everyone's starts with sessions it never connects;
+  one client may hold at most its share of these (``client_starting``, a 429;
+  ``client_max_starting_sessions``, by default half), so no single client blocks
+  everyone's starts with sessions it never connects, and a flood from one client
+  slows the others' starts only by the CPU its share of starts takes. A session
+  stops counting as starting as soon as its sandbox container runs (the pod's
+  status or the kubelet's Started event, :class:`SandboxUp`; a claimed warm pod
+  runs already), not only once the operator's status says Running, which comes
+  after the kubelet's next relist and may never come for a short program;
 - ``client_sessions``: one client's sessions (connected or not);
 - ``client_rate``: one client's creations, a token bucket (quotas.py).
 
@@ -61,6 +67,8 @@ class AdmissionLimits:
     max_live: int
     max_unconnected: int
     max_starting: int
+    # One client's share of max_starting (client_starting); None: half of it.
+    client_starting: int | None
     client_sessions: int
     client_rate: float
     client_burst: int
@@ -137,6 +145,8 @@ class SessionCounts:
         # Created here, not yet seen in the watch: session id -> (record, expiry).
         self._reserved: dict[str, tuple[_Record, float]] = {}
         self._relisting: dict[str, _Record] | None = None
+        # Sessions whose sandbox container runs (or ran) already: not starting.
+        self._up: set[str] = set()
 
     # -- Observer ------------------------------------------------------------------
 
@@ -151,9 +161,12 @@ class SessionCounts:
                 self._relisting[key] = record
             return
         self._set(key, record)
+        if record is None:
+            self._up.discard(key)
 
     def end_relist(self) -> None:
         listed, self._relisting = self._relisting or {}, None
+        self._up.intersection_update(listed)
         self._records.clear()
         self._clients.clear()
         self._clients_starting.clear()
@@ -162,14 +175,26 @@ class SessionCounts:
         for key, record in listed.items():
             self._set(key, record)
 
+    def sandbox_up(self, key: str) -> None:
+        """The session's sandbox container runs: it is not starting any more."""
+        record = self._records.get(key)
+        if record is None or key in self._up:
+            return  # unknown (not counted) or ended: nothing to keep
+        self._set(key, None)
+        self._up.add(key)
+        self._set(key, record)
+
     # -- counts ----------------------------------------------------------------------
+
+    def _is_starting(self, key: str, record: _Record) -> bool:
+        return record.connected and not record.running and key not in self._up
 
     def _set(self, key: str, record: _Record | None) -> None:
         old = self._records.pop(key, None)
         self._unconnected.pop(key, None)
         if old is not None:
             self._connected -= old.connected
-            starting = old.connected and not old.running
+            starting = self._is_starting(key, old)
             self._starting -= starting
             if old.client is not None:
                 self._clients[old.client] -= 1
@@ -181,7 +206,7 @@ class SessionCounts:
         if record is not None:
             self._records[key] = record
             self._connected += record.connected
-            starting = record.connected and not record.running
+            starting = self._is_starting(key, record)
             self._starting += starting
             if not record.connected:
                 self._unconnected[key] = record
@@ -238,6 +263,26 @@ class SessionCounts:
         return self._clients_starting.get(client, 0) + extra
 
 
+class SandboxUp:
+    """An informer observer (the sandbox pods, the kubelet's Started events) telling
+    the counts which sessions' containers run. Sticky: a sandbox that ran is never
+    "starting" again; the CodeSession's end forgets it."""
+
+    def __init__(self, counts: SessionCounts, is_up: Callable[[dict[str, Any]], bool]) -> None:
+        self._counts = counts
+        self._is_up = is_up
+
+    def begin_relist(self) -> None:
+        pass
+
+    def apply(self, key: str, obj: dict[str, Any] | None) -> None:
+        if obj is not None and self._is_up(obj):
+            self._counts.sandbox_up(key)
+
+    def end_relist(self) -> None:
+        pass
+
+
 class Admission:
     """Decides whether a client may create a session now."""
 
@@ -264,11 +309,11 @@ class Admission:
                 f"{lim.max_unconnected}; retry later",
                 retry,
             )
-        share = max(1, lim.max_starting // 2)
+        share = lim.client_starting or max(1, lim.max_starting // 2)
         if counts.starting_of_client(client.label) >= share:
             return Refusal(
                 "client_starting",
-                f"this client has {share} sessions starting, at most half of the node's "
+                f"this client has {share} sessions starting, at most {share} of the node's "
                 f"{lim.max_starting}; connect to them or retry shortly",
                 lim.starting_retry_after_seconds,
             )

@@ -7,11 +7,14 @@ lifespan, so building an app does no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from icee_core import names
 from icee_core.languages import LanguageRegistry
 from icee_kube.attach import AttachBuffers
+from icee_kube.pods import container_state
 
-from icee_api.admission import Admission, AdmissionLimits, SessionCounts
+from icee_api.admission import Admission, AdmissionLimits, SandboxUp, SessionCounts
 from icee_api.auth import TokenStore
 from icee_api.clients import Network, parse_networks
 from icee_api.metrics import Metrics
@@ -22,6 +25,10 @@ from icee_api.session.streaming import StreamTimeouts
 from icee_api.session.termination import StreamHandle, Termination
 from icee_api.session.watches import Watches
 from icee_api.settings import Settings
+
+
+def _container_up(pod: dict[str, Any]) -> bool:
+    return container_state(pod, names.CONTAINER_NAME).kind in ("running", "terminated")
 
 
 class NotConnected(RuntimeError):
@@ -51,6 +58,7 @@ class Services:
             max_live=s.max_live_sessions,
             max_unconnected=s.max_unconnected_sessions,
             max_starting=s.max_starting_sessions,
+            client_starting=s.client_max_starting_sessions,
             client_sessions=s.client_max_sessions,
             client_rate=s.client_rate_per_second,
             client_burst=s.client_burst,
@@ -86,7 +94,10 @@ class Services:
         self._cluster = cluster
         self._watches = watches
         self._claims = claims
-        watches.outcomes.observers.append(self.admission.counts)
+        counts = self.admission.counts
+        watches.outcomes.observers.append(counts)
+        watches.pods.observers.append(SandboxUp(counts, _container_up))
+        watches.started.observers.append(SandboxUp(counts, lambda _event: True))
 
     def _stream_of(self, session_id: str) -> StreamHandle | None:
         return self.live.stream(session_id)

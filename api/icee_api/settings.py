@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # this POST /session answers 503 with Retry-After. 20 starts in flight on a
     # 2-core node still end well within the start timeout (see docs/benchmarks.md).
     max_starting_sessions: Annotated[int, Field(ge=1)] = 20
+    # One client's share of those (None: half): what a flood from one client can
+    # take from everyone else's start latency (bench/flood_fairness.py).
+    client_max_starting_sessions: Annotated[int, Field(ge=1)] | None = None
     # Per client (its API token, else its address): generous for a class behind one NAT.
     client_max_sessions: Annotated[int, Field(ge=1)] = 60
     client_burst: Annotated[int, Field(ge=1)] = 60

@@ -104,6 +104,27 @@ def test_chart_values_and_schema_cover_the_pools(helm: str) -> None:
         assert says in refused.stderr, (bad, refused.stderr)
 
 
+def test_chart_sets_one_clients_share_of_the_starting_sessions(helm: str) -> None:
+    def api_env(*sets: str) -> dict[str, str]:
+        deployment = next(
+            o
+            for o in template(helm, *sets)
+            if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-api")
+        )
+        containers = deployment["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value", "") for e in containers[0]["env"]}
+
+    assert "ICEE_CLIENT_MAX_STARTING_SESSIONS" not in api_env()  # 0: half, the api's default
+    env = api_env("admission.perClient.maxStartingSessions=2")
+    assert env["ICEE_CLIENT_MAX_STARTING_SESSIONS"] == "2"
+    refused = run(
+        helm, "template", "icee", str(CHART), "--set", "admission.perClient.maxStartingSessions=-1",
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "minimum" in refused.stderr, refused.stderr
+
+
 def test_chart_elects_a_leader_only_with_several_operators(helm: str) -> None:
     def operator_env_and_lease_rule(*sets: str) -> tuple[dict[str, str], bool]:
         objects = template(helm, *sets)

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from icee_api.admission import Admission, AdmissionLimits, SessionCounts
+from icee_api.admission import Admission, AdmissionLimits, SandboxUp, SessionCounts
 from icee_api.auth import (
     AuthError,
     TokenFileError,
@@ -133,6 +133,7 @@ def admission(**overrides: Any) -> Admission:
         max_live=10,
         max_unconnected=5,
         max_starting=100,
+        client_starting=None,
         client_sessions=3,
         client_rate=1.0,
         client_burst=100,
@@ -209,6 +210,49 @@ def test_one_client_holds_at_most_half_of_the_starting_sessions() -> None:
     adm.counts.apply("m0", session(mallory.label, connected=True, phase="Running"))
     assert adm.counts.starting_of_client(mallory.label) == 3
     assert adm.check(mallory) is None
+
+
+def pod(state: str) -> dict[str, Any]:
+    return {"status": {"containerStatuses": [{"name": "program", "state": {state: {}}}]}}
+
+
+def test_a_session_whose_sandbox_runs_is_not_starting() -> None:
+    counts = SessionCounts()
+    pods = SandboxUp(counts, lambda obj: "running" in str(obj))
+    counts.apply("s1", session("a", connected=True))
+    counts.apply("s2", session("a", connected=True))
+    assert (counts.starting, counts.starting_of_client("a")) == (2, 2)
+    pods.apply("s1", pod("waiting"))
+    assert counts.starting == 2
+    pods.apply("s1", pod("running"))
+    assert (counts.starting, counts.starting_of_client("a"), counts.connected) == (1, 1, 2)
+    # The operator's status still says Pending (its Running comes after a relist):
+    # the sandbox ran, so it stays not starting, also through a relist.
+    counts.apply("s1", session("a", connected=True))
+    counts.begin_relist()
+    counts.apply("s1", session("a", connected=True))
+    counts.apply("s2", session("a", connected=True))
+    counts.end_relist()
+    assert counts.starting == 1
+    # Its end forgets it; a sandbox seen after the end is not remembered.
+    counts.apply("s1", None)
+    pods.apply("s1", pod("running"))
+    counts.apply("s2", session("a", connected=True, phase="Finished"))
+    assert (counts.starting, counts.connected, counts.total) == (0, 0, 0)
+
+
+def test_a_set_client_share_of_the_starting_sessions() -> None:
+    adm = admission(
+        client_sessions=100, max_unconnected=100, max_live=100, max_starting=8, client_starting=2
+    )
+    mallory, alice = Client("address", "m"), Client("address", "a")
+    for i in range(2):
+        adm.counts.apply(f"m{i}", session(mallory.label))
+    refusal = adm.check(mallory)
+    assert refusal is not None
+    assert (refusal.limit, refusal.retry_after) == ("client_starting", 2)
+    assert "2 sessions starting" in refusal.detail
+    assert adm.check(alice) is None
 
 
 def test_rate_limit_after_burst() -> None:
