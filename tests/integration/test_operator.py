@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KUBECTL, Process, apply_crd, free_port, kubectl, start_process
+from conftest import KUBECTL, Process, apply_crd, free_port, kubectl, start_process, wait_for
 from icee_api.session.run_request import build_request
 from icee_core import names
 from icee_core import runner_protocol as rp
@@ -76,7 +76,12 @@ def operator_in_new_namespace(logs: Path, languages: Path, **settings: str) -> I
     namespace = f"icee-op-it-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", namespace)
     # Pods are refused until the namespace's default service account exists.
-    _until(lambda: kubectl("get", "sa", "default", "-n", namespace, check=False) != "", 30)
+    wait_for(
+        "the namespace's default service account",
+        lambda: kubectl("get", "sa", "default", "-n", namespace, check=False) != "",
+        30,
+        every=0.2,
+    )
     env = {
         "ICEE_NAMESPACE": namespace,
         "ICEE_HEALTH_PORT": str(free_port()),
@@ -124,14 +129,6 @@ def long_retention_operator(
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _until(predicate: Callable[[], bool], timeout: float, every: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not true within {timeout} s")
-        time.sleep(every)
 
 
 def now_stamp() -> str:
@@ -183,8 +180,10 @@ def wait_phase(
     op: Operator, session_id: str, phases: tuple[str, ...], timeout: float = 60
 ) -> dict[str, Any]:
     try:
-        _until(lambda: status(op, session_id).get("phase") in phases, timeout)
-    except TimeoutError:
+        wait_for(
+            f"phase {phases}", lambda: status(op, session_id).get("phase") in phases, timeout, 0.2
+        )
+    except AssertionError:
         pytest.fail(f"{session_id} not {phases}: {status(op, session_id)}\n{op.tail()}")
     return status(op, session_id)
 
@@ -574,10 +573,20 @@ def test_a_refused_final_status_write_is_repaired(long_retention_operator: Opera
     wait_phase(operator, session_id, ("Running",))
     policy = _refuse_final_status(operator.namespace, session_id)
     try:
-        _until(lambda: _final_status_refused(operator.namespace, session_id), 30)
+        wait_for(
+            "the final status refused",
+            lambda: _final_status_refused(operator.namespace, session_id),
+            30,
+            every=0.2,
+        )
         raw, _ = attach(operator, session_id, b"done\n").communicate(timeout=60)
         assert program_stdout(raw) == b"done\n"
-        _until(lambda: _container_terminated(operator.namespace, session_id), 30)
+        wait_for(
+            "the container terminated",
+            lambda: _container_terminated(operator.namespace, session_id),
+            30,
+            every=0.2,
+        )
         time.sleep(3)  # the operator saw the pod's end and could not write it
         assert status(operator, session_id)["phase"] == "Running"
     finally:
