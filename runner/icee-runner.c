@@ -992,7 +992,10 @@ static void run_stage(void) {
         }
         if (p[i_sig].revents) handle_signals();
         if (i_in >= 0 && p[i_in].revents) {
-            if (!read_input() && !st.eof_pending) st.eof_pending = 1; /* stdin ended: like E */
+            /* Our stdin ended without E: the attach stream that carried it broke (its
+             * api, kubelet or runtime went away), not the user's end of input. The
+             * program's input stays open; whoever ends the session says why. */
+            if (!read_input() && !st.eof_pending) diag("stdin ended without E; the program's input stays open");
         }
         if (i_prog >= 0 && (p[i_prog].revents & (POLLIN | POLLHUP | POLLERR)) && st.tty)
             if (!relay_output(&st.master, 'o')) master_eof = 1;

@@ -189,7 +189,7 @@ def wait_phase(
 
 
 def attach(op: Operator, session_id: str, stdin: bytes = b"") -> subprocess.Popen[bytes]:
-    """`kubectl attach` as the api would: the runner's request, `stdin`, then EOF."""
+    """`kubectl attach` as the api would: the runner's request, `stdin`, then E."""
     wait_phase(op, session_id, ("Running", *FINAL))
     found = session(op, session_id)
     assert found is not None
@@ -202,8 +202,8 @@ def attach(op: Operator, session_id: str, stdin: bytes = b"") -> subprocess.Pope
         stderr=subprocess.DEVNULL,
     )
     assert proc.stdin is not None
-    proc.stdin.write(request + b"".join(rp.input_frames(stdin)))
-    proc.stdin.close()  # the end of the runner's stdin counts as E
+    proc.stdin.write(request + b"".join(rp.input_frames(stdin)) + rp.eof())
+    proc.stdin.close()
     proc.stdin = None  # so that communicate() only reads
     return proc
 

@@ -228,12 +228,22 @@ def test_input_to_a_program_that_closed_its_stdin_is_dropped(ws: Path) -> None:
     assert r.finish(timeout=10) == 128 + signal.SIGTERM
 
 
-def test_end_of_the_runners_stdin_counts_as_e(ws: Path) -> None:
-    r = Runner.start(ws, request("cat"))
-    r.send(frame("I", b"data"))
+def test_end_of_the_runners_stdin_is_not_the_end_of_input(ws: Path) -> None:
+    # A broken attach stream, not the user's EOF: the program's input stays open.
+    r = Runner.start(ws, request("timeout 2 cat; echo rc=$?"))
+    r.send(frame("I", b"data\n"))
     r.close_stdin()
     assert r.finish() == 0
-    assert r.output() == b"data"
+    assert r.output() == b"data\nrc=124\n"
+    assert "stdin ended without E" in r.stderr()
+
+
+def test_e_then_the_end_of_the_runners_stdin(ws: Path) -> None:
+    r = Runner.start(ws, request("cat; echo rc=$?"))
+    r.send(frame("I", b"data") + frame("E", b""))
+    r.close_stdin()
+    assert r.finish() == 0
+    assert r.output() == b"datarc=0\n"
 
 
 def test_background_child_holding_stdout_does_not_hang(ws: Path) -> None:
