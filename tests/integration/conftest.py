@@ -324,7 +324,9 @@ def _api_servers(namespace: str, process_logs: Path) -> Iterator[list[ApiServer]
 def start_api(namespace: str, process_logs: Path, _api_servers: list[ApiServer]) -> StartApi:
     """Start an ``icee-api`` process (the console script) with extra ICEE_* settings."""
 
-    def start(**settings: str) -> ApiServer:
+    def start(namespace: str = namespace, **settings: str) -> ApiServer:
+        """``namespace``: another sandbox namespace than the tests' (e.g. one without
+        an operator)."""
         server = start_api_server(namespace, process_logs, **settings)
         _api_servers.append(server)
         return server
