@@ -45,7 +45,9 @@ class SessionTimes:
     wall-clock time of the final frame (to compare with times printed in the sandbox)."""
 
     session_id: str = ""
-    posted: float | None = None
+    posted: float | None = None  # the 201
+    opened: float | None = None  # WebSocket handshake done
+    pending: float | None = None  # 'pending' frame: the api read, claimed and started it
     running: float | None = None  # 'running' frame: attach open, program released
     first: float | None = None  # first stdout byte
     final: float | None = None
@@ -86,10 +88,13 @@ async def timed_session(
         times.session_id = await create(http, code, language=language, **extra)
     times.posted = time.perf_counter() - t0
     async with connect(ws_url(base, times.session_id)) as ws:
+        times.opened = time.perf_counter() - t0
         async for raw in ws:
             msg = loads(raw)
             now = time.perf_counter() - t0
-            if msg["type"] == "state" and msg["state"] == "running" and times.running is None:
+            if msg["type"] == "state" and msg["state"] == "pending" and times.pending is None:
+                times.pending = now
+            elif msg["type"] == "state" and msg["state"] == "running" and times.running is None:
                 times.running = now
                 if during is not None:
                     await during(ws, times)

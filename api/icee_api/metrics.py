@@ -9,6 +9,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+# The steps of a start are milliseconds apart on a warm pod.
+_STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
 
 
 class Metrics:
@@ -68,6 +70,14 @@ class Metrics:
             "icee_first_output_seconds",
             "From POST /session to the first stdout/stderr byte sent to the client",
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.start_marks = Histogram(
+            "icee_start_mark_seconds",
+            "From the client's WebSocket to each step of the session's start "
+            "(icee_api.session.start_clock), by how the sandbox started",
+            ["mark", "how"],
+            buckets=_STEP_BUCKETS,
             registry=r,
         )
         self.active_streams = Gauge(

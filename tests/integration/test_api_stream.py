@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
+from icee_api.session.start_clock import MARKS, start_marks
 
 if TYPE_CHECKING:
     from conftest import ApiServer
@@ -102,3 +103,5 @@ async def test_metrics_count_sessions(api: ApiServer) -> None:
     assert 'icee_sessions_created_total{language="python"}' in text
     assert "icee_first_output_seconds_count" in text
     assert 'icee_sessions_ended_total{reason="Completed"}' in text
+    # Every step of its (cold) start was clocked (icee_api.session.start_clock).
+    assert start_marks(text, "cold") == set(MARKS)

@@ -25,6 +25,7 @@ from conftest import (
     start_operator,
     wait_for,
 )
+from icee_api.session.start_clock import MARKS, start_marks
 from icee_core import names
 
 pytestmark = pytest.mark.cluster
@@ -164,6 +165,9 @@ def test_a_session_claims_a_warm_pod_and_runs_interactively(stack: PoolStack) ->
 
     session_id, result = asyncio.run(run())
     assert result == "ready\nWARM HELLO\n|0"
+    # Every step of its warm start was clocked (bench/warm_breakdown.py reads them).
+    text = asyncio.run(metrics_text(stack.api))
+    assert start_marks(text, "warm") == set(MARKS)
     body = session(stack, session_id)
     pod = body["spec"]["start"]["podName"]
     # The session ran in a pod that existed (ready, unclaimed) before its POST.
@@ -178,6 +182,11 @@ def test_a_session_claims_a_warm_pod_and_runs_interactively(stack: PoolStack) ->
     )
     assert not stack.api.pod_exists(session_id)  # no cold pod either
     wait_for("refilled", lambda: len(stack.ready_unclaimed("python")) == 2, within=60)
+
+
+async def metrics_text(api: ApiServer) -> str:
+    async with api.http() as http:
+        return (await http.get("/metrics")).text
 
 
 def test_lower_limits_fall_back_to_a_cold_pod(stack: PoolStack) -> None:

@@ -107,6 +107,7 @@ class Bridge:
         tty: bool = False,
         ended_elsewhere: Callable[[], bool] | None = None,
         operator_ended: Callable[[], Awaitable[object]] | None = None,
+        on_stage: Callable[[str], None] | None = None,
     ) -> None:
         self.session = session
         self._client = client
@@ -114,6 +115,7 @@ class Bridge:
         self._limits = limits
         self._terminate = terminate
         self._on_output = on_output
+        self._on_stage = on_stage  # the runner's "stage began" frames (start timing)
         self.output = ByteBudget(limits.output_bytes)
         self.stdin = ByteBudget(limits.stdin_bytes)
         self.idle = IdleClock(limits.idle_seconds)
@@ -231,6 +233,9 @@ class Bridge:
                 if self.session.state is State.WAITING:
                     self.session.resume()
                     await self._client.send(messages.state(State.RUNNING))
+            elif isinstance(event, rp.StageBegan):
+                if self._on_stage is not None:
+                    self._on_stage(event.stage.value)
             elif isinstance(event, rp.StageEnded):
                 self._stages[event.stage.value] = event
             elif isinstance(event, rp.Quit):

@@ -22,6 +22,7 @@ from icee_kube.client import KubeError
 from icee_api.session import messages
 from icee_api.session.bridge import ClientGone, ClientLink
 from icee_api.session.messages import CloseCode
+from icee_api.session.start_clock import StartClock
 from icee_api.session.streaming import Opening, SessionStream
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class StreamClient(ClientLink, Protocol):
 async def serve(session_id: str, client: StreamClient, services: Services) -> tuple[int, str]:
     if not names.is_session_id(session_id):
         return CloseCode.NOT_FOUND, "not a session id"
+    clock = StartClock(services.metrics.start_marks)
     try:
         obj = await services.cluster.get_session(session_id)
     except KubeError as exc:
@@ -49,6 +51,7 @@ async def serve(session_id: str, client: StreamClient, services: Services) -> tu
         return CloseCode.TRY_AGAIN_LATER, "kubernetes unavailable"
     if obj is None:
         return CloseCode.NOT_FOUND, "no such session"
+    clock.mark("read")
     opening = Opening.of(obj, services.languages)
     uid = str((obj.get("metadata") or {}).get("uid") or "")
     claimed = claimed_pod(obj)
@@ -65,6 +68,7 @@ async def serve(session_id: str, client: StreamClient, services: Services) -> tu
         services.metrics,
         services.stream_timeouts,
         services.attach_buffers,
+        clock,
     )
     if services.live.draining:
         # Accepted just before the drain began: not this server's any more. The
@@ -85,6 +89,7 @@ async def serve(session_id: str, client: StreamClient, services: Services) -> tu
         if not held:
             services.live.release(session_id)
             return CloseCode.ALREADY_ATTACHED, "session already has a client"
+        clock.mark("stream_claimed")
     services.metrics.active_streams.inc()
     if claimed is not None:
         services.cluster.claimed_pods[session_id] = claimed
@@ -100,11 +105,14 @@ async def serve(session_id: str, client: StreamClient, services: Services) -> tu
             # warm pod if one fits (issue 12; the operator adopts it), else a cold one.
             pools = services.watches.warm
             claimed = await pools.claim(session_id, language, opening.limits) if pools else None
-            services.metrics.session_starts.labels("warm" if claimed else "cold").inc()
+            clock.how = "warm" if claimed else "cold"
+            clock.mark("pod_claimed")
+            services.metrics.session_starts.labels(clock.how).inc()
             if claimed is not None:
                 services.cluster.claimed_pods[session_id] = claimed
             try:
                 await services.cluster.mark_connected(session_id, datetime.now(UTC), claimed)
+                clock.mark("start_marked")
             except KubeError as exc:
                 if exc.status == 404:
                     return CloseCode.NOT_FOUND, "no such session"
@@ -123,6 +131,7 @@ async def serve(session_id: str, client: StreamClient, services: Services) -> tu
             log.warning("session %s: could not end it: %s", session_id, exc)
         return CloseCode.INTERNAL_ERROR, "internal error"
     finally:
+        clock.report()
         services.cluster.claimed_pods.pop(session_id, None)
         services.claims.release(session_id)
         services.live.release(session_id)

@@ -35,6 +35,7 @@ from icee_api.session.limits import ByteBudget
 from icee_api.session.live import LiveSessions
 from icee_api.session.messages import CloseCode
 from icee_api.session.run_request import build_request
+from icee_api.session.start_clock import StartClock
 from icee_api.session.state import Outcome, Session, State, outcome_of, status_of
 from icee_api.session.termination import Termination
 from icee_api.session.watches import Watches
@@ -115,8 +116,10 @@ class SessionStream:
         metrics: Metrics,
         timeouts: StreamTimeouts,
         buffers: AttachBuffers,
+        clock: StartClock | None = None,
     ) -> None:
         self.session = Session(session_id)
+        self._clock = clock
         self._client = _UntilFinal(client)
         self._cluster = cluster
         self._live = live
@@ -159,6 +162,7 @@ class SessionStream:
                 return await self._finish(outcome)
             await self._client.send(messages.state(State.PENDING))
             started = await self._wait_for_start()
+            self._mark("pod_running")
             if isinstance(started, Outcome):
                 return await self._finish(started)
             if started is None:
@@ -262,10 +266,12 @@ class SessionStream:
         assert opening.request is not None
         target = self._cluster.attach_target(self.id)
         async with open_attach(target, self._buffers) as attach:
+            self._mark("attached")
             try:
                 await attach.send_stdin(opening.request)
             except AttachClosed as exc:  # the kubelet or runtime went away at once
                 raise AttachError(f"attach closed before the request went out: {exc}") from exc
+            self._mark("request_sent")
             if self.session.state is State.PENDING:
                 self.session.start()
                 self._metrics.session_start.observe(time.monotonic() - self._since)
@@ -285,6 +291,7 @@ class SessionStream:
                 tty=opening.tty,
                 ended_elsewhere=self._ended_elsewhere,
                 operator_ended=self._operator_ended,
+                on_stage=lambda _stage: self._mark("stage_began"),
             )
             self._bridge = bridge
             end = await bridge.run()
@@ -361,6 +368,13 @@ class SessionStream:
         if self._first_output:
             self._first_output = False
             self._metrics.first_output.observe(time.monotonic() - self._since)
+            if self._clock is not None:
+                self._clock.mark("first_output")
+                self._clock.report()
+
+    def _mark(self, name: str) -> None:
+        if self._clock is not None:
+            self._clock.mark(name)
 
     async def _ask_operator(self, reason: str, message: str) -> None:
         try:
