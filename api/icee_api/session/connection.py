@@ -9,6 +9,7 @@ hands over a :class:`StreamClient`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ from icee_api.session import messages
 from icee_api.session.bridge import ClientGone, ClientLink
 from icee_api.session.messages import CloseCode
 from icee_api.session.start_clock import StartClock
-from icee_api.session.streaming import Opening, SessionStream
+from icee_api.session.streaming import Opening, SessionStream, StartNotRecorded
 
 if TYPE_CHECKING:
     from icee_api.services import Services
@@ -77,6 +78,14 @@ async def serve(session_id: str, client: StreamClient, services: Services) -> tu
         return CloseCode.TRY_AGAIN_LATER, "shutting down"
     if not services.live.claim(session_id, stream):
         return CloseCode.ALREADY_ATTACHED, "session already has a client"
+    warm_claim: asyncio.Task[str | None] | None = None
+    pools = services.watches.warm
+    if not connected and opening.outcome is None and pools is not None:
+        # Lazy start, warm: the pod is claimed while the stream claim below is written
+        # (two writes at once instead of one after the other). Should the stream claim
+        # fail (another replica's client won), the pod is left claimed and unadopted,
+        # and its pool deletes it (docs/design.md, warm pools): a pod, never a user's.
+        warm_claim = asyncio.create_task(pools.claim(session_id, language, opening.limits))
     if opening.outcome is None:
         # The claim across replicas. An ended session is only replayed (no stdin, no
         # attach): any number of late clients may read it.
@@ -84,10 +93,12 @@ async def serve(session_id: str, client: StreamClient, services: Services) -> tu
             held = await services.claims.claim(session_id, uid)
         except KubeError as exc:
             services.live.release(session_id)
+            await _settle(warm_claim)
             await _send_quietly(client, messages.error(str(exc)))
             return CloseCode.TRY_AGAIN_LATER, "kubernetes unavailable"
         if not held:
             services.live.release(session_id)
+            await _settle(warm_claim)
             return CloseCode.ALREADY_ATTACHED, "session already has a client"
         clock.mark("stream_claimed")
     services.metrics.active_streams.inc()
@@ -103,23 +114,25 @@ async def serve(session_id: str, client: StreamClient, services: Services) -> tu
         if not connected and opening.outcome is None:
             # Lazy start: the client is here, now the session gets its sandbox: a
             # warm pod if one fits (issue 12; the operator adopts it), else a cold one.
-            pools = services.watches.warm
-            claimed = await pools.claim(session_id, language, opening.limits) if pools else None
+            claimed = await warm_claim if warm_claim is not None else None
             clock.how = "warm" if claimed else "cold"
             clock.mark("pod_claimed")
             services.metrics.session_starts.labels(clock.how).inc()
-            if claimed is not None:
+            start = _record_start(services, session_id, claimed, clock)
+            if claimed is None:
+                await start  # the operator makes the pod once spec.start is written
+            else:
+                # A warm pod runs already: the attach opens while spec.start is
+                # written; the request (the user's program) goes out only once it is.
                 services.cluster.claimed_pods[session_id] = claimed
-            try:
-                await services.cluster.mark_connected(session_id, datetime.now(UTC), claimed)
-                clock.mark("start_marked")
-            except KubeError as exc:
-                if exc.status == 404:
-                    return CloseCode.NOT_FOUND, "no such session"
-                log.warning("session %s: cannot start it: %s", session_id, exc)
-                await _send_quietly(client, messages.error(str(exc)))
-                return CloseCode.TRY_AGAIN_LATER, "kubernetes unavailable"
+                return await stream.run(opening, warm=asyncio.ensure_future(start))
         return await stream.run(opening)
+    except StartNotRecorded as exc:
+        if exc.status == 404:
+            return CloseCode.NOT_FOUND, "no such session"
+        log.warning("session %s: cannot start it: %s", session_id, exc)
+        await _send_quietly(client, messages.error(str(exc)))
+        return CloseCode.TRY_AGAIN_LATER, "kubernetes unavailable"
     except Exception:
         log.exception("session %s: stream failed", session_id)
         await _send_quietly(client, messages.error("internal error; the session is being ended"))
@@ -136,6 +149,30 @@ async def serve(session_id: str, client: StreamClient, services: Services) -> tu
         services.claims.release(session_id)
         services.live.release(session_id)
         services.metrics.active_streams.dec()
+
+
+async def _record_start(
+    services: Services, session_id: str, claimed: str | None, clock: StartClock
+) -> None:
+    """Write spec.start (with the claimed warm pod); StartNotRecorded if that failed."""
+    try:
+        await services.cluster.mark_connected(session_id, datetime.now(UTC), claimed)
+    except KubeError as exc:
+        raise StartNotRecorded(str(exc), exc.status) from exc
+    clock.mark("start_marked")
+
+
+async def _settle(task: asyncio.Task[str | None] | None) -> None:
+    """Wait for a warm claim the connection no longer uses (its pod goes to waste)."""
+    if task is None:
+        return
+    try:
+        wasted = await task
+    except Exception as exc:  # the claim's own failure; nothing was claimed
+        log.info("warm claim failed: %s", exc)
+        return
+    if wasted is not None:
+        log.info("warm pod %s claimed, then not used: its pool deletes it", wasted)
 
 
 def claimed_pod(obj: dict[str, Any]) -> str | None:

@@ -53,6 +53,10 @@ ATTACH_RETRIES = 10
 ATTACH_RETRY_SECONDS = 2.0
 
 
+class StartNotRecorded(KubeError):
+    """spec.start could not be written: the session must not start (nothing was sent)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StreamTimeouts:
     start: float
@@ -120,6 +124,7 @@ class SessionStream:
     ) -> None:
         self.session = Session(session_id)
         self._clock = clock
+        self._recording: asyncio.Future[None] | None = None
         self._client = _UntilFinal(client)
         self._cluster = cluster
         self._live = live
@@ -153,15 +158,28 @@ class SessionStream:
         with contextlib.suppress(ClientGone):
             await self._finish(Outcome(State.TERMINATED, None, Reason.SERVER_SHUTDOWN, message))
 
-    async def run(self, opening: Opening) -> tuple[int, str]:
-        """Stream the session; returns the close code and reason for the client."""
+    async def run(
+        self, opening: Opening, warm: asyncio.Future[None] | None = None
+    ) -> tuple[int, str]:
+        """Stream the session; returns the close code and reason for the client.
+
+        ``warm``: the session claimed a warm pod, ready in the api's cache when it was
+        claimed, and this is the write of its ``spec.start``: the attach opens at once
+        (the claim's own watch event is not awaited) and the request waits for the
+        write (StartNotRecorded if it failed).
+        """
+        self._recording = warm
         limits, outcome = opening.limits, opening.outcome
         try:
             if outcome is not None:
                 await self._replay_log(limits.output_bytes)
                 return await self._finish(outcome)
             await self._client.send(messages.state(State.PENDING))
-            started = await self._wait_for_start()
+            started: _Started | Outcome | None
+            if warm is not None:
+                started = _Started(running=True, early=True)
+            else:
+                started = await self._wait_for_start()
             self._mark("pod_running")
             if isinstance(started, Outcome):
                 return await self._finish(started)
@@ -190,9 +208,20 @@ class SessionStream:
                 await self._replay_log(limits.output_bytes)
             return await self._finish_from_status()
         except ClientGone:
+            await self._recorded()
             if not self.session.ended:
                 await self.terminate(Reason.CLIENT_GONE, "the client disconnected")
             return CloseCode.NORMAL, "client gone"
+        finally:
+            if warm is not None and not warm.done():
+                # Only when run() failed before its request: the write is left to end.
+                with contextlib.suppress(Exception):
+                    await warm
+
+    async def _recorded(self) -> None:
+        """Wait until the warm start's spec.start is written (StartNotRecorded if not)."""
+        if self._recording is not None:
+            await self._recording
 
     # -- pending -------------------------------------------------------------------
 
@@ -244,8 +273,11 @@ class SessionStream:
         except AttachError as exc:
             self._bridge = None
             if early:
-                # Attached on the Started event and the kubelet did not agree (yet):
-                # nothing reached the program. Wait for the pod status instead.
+                # Attached on the Started event (or to a warm pod the cache showed
+                # ready) and the kubelet did not agree (yet): nothing reached the
+                # program. Wait for the pod status instead, once the start is recorded
+                # (the operator follows the claimed pod from then on).
+                await self._recorded()
                 log.info("early attach %s refused (%s); waiting for the pod status", self.id, exc)
                 started = await self._wait_for_start(events=False)
                 if isinstance(started, _Started) and started.running:
@@ -267,6 +299,7 @@ class SessionStream:
         target = self._cluster.attach_target(self.id)
         async with open_attach(target, self._buffers) as attach:
             self._mark("attached")
+            await self._recorded()  # the session is the pod's before its program goes in
             try:
                 await attach.send_stdin(opening.request)
             except AttachClosed as exc:  # the kubelet or runtime went away at once
