@@ -110,6 +110,9 @@ class Language(BaseModel):
     compile: str | None = Field(default=None, min_length=1)
     run: str = Field(min_length=1)
     env: dict[str, str] = {}
+    # Optional: a command a warm pod runs once before its runner waits for a request
+    # (no input, output discarded), so the first program finds the toolchain loaded.
+    warmup: str | None = Field(default=None, min_length=1)
     # Optional: name the main file after its content (Java: its public class).
     main_file_from: MainFileRule | None = None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,8 @@ _NO_CODE = "# warm pod: the program arrives over the runner's stdin"
 # A claimed pod its session's operator has not adopted this long after the claim
 # (the claiming api went away before it recorded the claim) is deleted.
 ADOPTION_GRACE_SECONDS = 60
+# A language's warm-up that runs longer is stopped; the runner starts regardless.
+WARMUP_SECONDS = 20
 
 
 class PoolSpec(BaseModel):
@@ -114,6 +117,8 @@ def build_warm_pod(
             "controller": True,
         }
     ]
+    if language.warmup:
+        pod["spec"]["containers"][0]["command"] = warm_command(language.warmup)
     # The kubelet counts activeDeadlineSeconds from the pod's start, which for a warm
     # pod is before its session: a generous backstop only. The operator's own
     # execution deadline (repair.py) is the authority.
@@ -121,6 +126,14 @@ def build_warm_pod(
         spec.max_age_seconds + warm.timeouts.execution_seconds + DEADLINE_BACKSTOP_SECONDS
     )
     return pod
+
+
+def warm_command(warmup: str) -> list[str]:
+    """The warm pod's command: the language's warm-up once (no input, no output, time
+    bounded), then the runner as the container's process (exec), as in a cold pod."""
+    bounded = f"timeout {WARMUP_SECONDS} /bin/sh -c {shlex.quote(warmup)}"
+    runner = shlex.quote(names.RUNNER_PATH)
+    return ["/bin/sh", "-c", f"{bounded} </dev/null >/dev/null 2>&1; exec {runner}"]
 
 
 @dataclass(frozen=True)

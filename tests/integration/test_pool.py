@@ -95,7 +95,8 @@ def test_pool_reaches_its_size_and_kubectl_shows_it(stack: PoolStack) -> None:
         assert labels[names.LABEL_TEMPLATE_HASH] == stack.pool("python")["status"]["templateHash"]
         assert pod["metadata"]["ownerReferences"][0]["kind"] == "SandboxPool"
         container = pod["spec"]["containers"][0]
-        assert container["command"] == [names.RUNNER_PATH]
+        # The language's warm-up, then the runner (icee_operator.pool.warm_command).
+        assert container["command"][-1].endswith(f"; exec {names.RUNNER_PATH}")
         assert container["securityContext"]["runAsNonRoot"] is True
         assert pod["spec"].get("automountServiceAccountToken") is False
     # No finalizer: deleting a pool (or uninstalling) never waits for the operator.

@@ -16,6 +16,7 @@ from icee_operator.pool import (
     build_warm_pod,
     plan,
     template_hash,
+    warm_command,
     warm_pod_of,
     warm_spec,
 )
@@ -37,10 +38,22 @@ def test_warm_pod_is_the_cold_pod_with_pool_labels() -> None:
     slot = "0b7c1f8e-3c1d-4e6a-9b2f-5d8e7a6c4b3a"
     warm = build_warm_pod("python", SPEC, PYTHON, s, OWNER, slot=slot)
     cold = build_pod(slot, warm_spec(PYTHON, s), PYTHON, s)
-    # Same builder: everything but the deadline, name, labels and owner is identical.
+    # Same builder: everything but the deadline, the command (the language's warm-up
+    # first), name, labels and owner is identical.
     for pod in (warm, cold):
         pod["spec"].pop("activeDeadlineSeconds")
+    command = warm["spec"]["containers"][0].pop("command")
+    assert cold["spec"]["containers"][0].pop("command") == [names.RUNNER_PATH]
     assert warm["spec"] == cold["spec"]
+    assert PYTHON.warmup
+    assert command == warm_command(PYTHON.warmup)
+    assert command[:2] == ["/bin/sh", "-c"]
+    # Bounded, no input, no output (the log is the runner's frames), then the runner
+    # becomes the container's process.
+    assert command[2] == (
+        "timeout 20 /bin/sh -c 'python3 -c pass' </dev/null >/dev/null 2>&1; "
+        f"exec {names.RUNNER_PATH}"
+    )
     labels = warm["metadata"]["labels"]
     assert names.LABEL_SESSION not in labels
     assert labels[names.LABEL_POOL] == "python"
@@ -54,6 +67,13 @@ def test_warm_pod_is_the_cold_pod_with_pool_labels() -> None:
         workspace_bytes=s.maxima.limits.workspace_bytes,
     )
     assert limits_from_annotations({ANNOTATION_LIMITS: "{bad"}) is None
+
+
+def test_a_language_without_warmup_runs_the_runner_alone() -> None:
+    cpp = LANGUAGES.get("cpp")
+    assert cpp.warmup is None
+    warm = build_warm_pod("cpp", PoolSpec(language="cpp", replicas=1), cpp, settings(), OWNER)
+    assert warm["spec"]["containers"][0]["command"] == [names.RUNNER_PATH]
 
 
 def test_warm_pod_deadline_is_a_backstop_beyond_max_age() -> None:
@@ -88,6 +108,7 @@ def test_template_hash_follows_image_limits_and_language() -> None:
         {"compile": "python3 -m py_compile {main}"},
         {"env": {}},
         {"version": "3.12"},
+        {"warmup": 'python3 -c "import json"'},
     ):
         assert template_hash(PYTHON.model_copy(update=change), settings()) != base, change
 
