@@ -67,7 +67,7 @@ bench: venv         ## the benchmark matrix on the local cluster (~20 min): figu
 
 bench-parts: venv   ## the single benchmarks, one after another
 	$(PY) bench/pod_start.py --runs 10
-	@for b in start_latency warm_start exit_to_final echo_rtt density idle_ws_memory languages runner flood_fairness; do \
+	@for b in start_latency warm_start warm_breakdown exit_to_final echo_rtt density idle_ws_memory languages runner flood_fairness; do \
 	  echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 ui:                 ## build the browser UI bundle into ui/dist

@@ -132,32 +132,71 @@ def per_minute(batch: Batch) -> float:
     return len(batch.firsts) / batch.seconds * 60 if batch.seconds else 0.0
 
 
+SECTIONS = ("starts", "burst", "sustained", "density")
+
+
 async def run(base: str, namespace: str, args: argparse.Namespace) -> Results:
+    """The sections asked for, in that order; Ctrl-C ends the current one and keeps
+    what was measured (the table and chart still come)."""
     results = Results()
+    sections = {
+        "starts": starts, "burst": bursts, "sustained": sustained_runs, "density": densities,
+    }  # fmt: skip
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
+            for name in args.sections.split(","):
+                await sections[name](http, base, namespace, args, results)
+    except asyncio.CancelledError:
+        print("interrupted: the figures so far", flush=True)
+    return results
+
+
+async def starts(
+    http: httpx.AsyncClient, base: str, namespace: str, args: argparse.Namespace,
+    results: Results,
+) -> None:  # fmt: skip
     registry = load_registry()
     languages = [registry.get(lang) for lang in args.languages.split(",") if lang]
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
-        for language in languages:
-            print(f"== starts: {language.id} (load {load():.1f})", flush=True)
-            figures = results.starts[language.id] = StartFigures()
-            pool(namespace, language.id, 1)
-            await wait_ready(namespace, language.id, 1, within=300)
-            # warm-up: page cache, connections
-            await first_run(http, base, language.id, [], figures)
-            await warm_runs(http, base, namespace, language.id, args.runs, figures)
-            await cold_runs(http, base, namespace, language, args.runs, figures)
-            results.start_load[language.id] = load()
-        print(f"== burst of {args.burst} (load {load():.1f})", flush=True)
-        results.burst["pool 5"] = await burst(http, base, namespace, 5, args.burst)
-        results.burst["no pool"] = await burst(http, base, namespace, 0, args.burst)
-        print(f"== sustained, {args.clients} clients (load {load():.1f})", flush=True)
-        results.sustained["pool 5"] = await sustained(
-            http, base, namespace, 5, args.clients, args.seconds
-        )
-        results.sustained["no pool"] = await sustained(
-            http, base, namespace, 0, args.clients, args.seconds
-        )
+    for language in languages:
+        print(f"== starts: {language.id} (load {load():.1f})", flush=True)
+        figures = results.starts[language.id] = StartFigures()
+        pool(namespace, language.id, 1)
+        await wait_ready(namespace, language.id, 1, within=300)
+        # warm-up: page cache, connections
+        await first_run(http, base, language.id, [], figures)
+        await warm_runs(http, base, namespace, language.id, args.runs, figures)
+        await cold_runs(http, base, namespace, language, args.runs, figures)
+        results.start_load[language.id] = load()
+
+
+async def bursts(
+    http: httpx.AsyncClient, base: str, namespace: str, args: argparse.Namespace,
+    results: Results,
+) -> None:  # fmt: skip
+    print(f"== burst of {args.burst} (load {load():.1f})", flush=True)
+    results.burst["pool 5"] = await burst(http, base, namespace, 5, args.burst)
+    results.burst["no pool"] = await burst(http, base, namespace, 0, args.burst)
+
+
+async def sustained_runs(
+    http: httpx.AsyncClient, base: str, namespace: str, args: argparse.Namespace,
+    results: Results,
+) -> None:  # fmt: skip
+    print(f"== sustained, {args.clients} clients (load {load():.1f})", flush=True)
+    results.sustained["pool 5"] = await sustained(
+        http, base, namespace, 5, args.clients, args.seconds
+    )
+    results.sustained["no pool"] = await sustained(
+        http, base, namespace, 0, args.clients, args.seconds
+    )
+
+
+async def densities(
+    http: httpx.AsyncClient, base: str, namespace: str, args: argparse.Namespace,
+    results: Results,
+) -> None:  # fmt: skip
+    await set_pool(namespace, 0)  # the density sessions start cold, as before
     for count in [1, *(int(n) for n in args.densities.split(",") if n)]:
         print(f"== density: {count} live (load {load():.1f})", flush=True)
         interval, window = (0.1, 10.0) if count == 1 else (3.0, args.window)
@@ -169,7 +208,6 @@ async def run(base: str, namespace: str, args: argparse.Namespace) -> Results:
         print(figures.living.table(f"CPU while {count} sessions lived"))
         results.density[count] = figures
         await asyncio.sleep(10)  # the pods of the last count are gone
-    return results
 
 
 def ms(values: list[float], p: float) -> str:
@@ -192,7 +230,7 @@ def table(results: Results) -> str:
             f"| {lang} | {ms(f.warm, 50)}/{ms(f.warm, 95)} ms | {ms(f.cold, 50)}/{ms(f.cold, 95)}"
             f" ms | {ms(f.bare, 50)}/{ms(f.bare, 95)} ms | {ratio(f.warm, f.bare)} | "
             f"{ratio(f.cold, f.bare)} | {ms(f.refill, 50)} ms | {len(f.failed)} | "
-            f"{results.start_load[lang]:.1f} |"
+            f"{results.start_load.get(lang, load()):.1f} |"
         )
     out += ["", "| run | first byte p50/p95/max | failed | refused answers | took | load |",
             "|---|---|---|---|---|---|"]  # fmt: skip
@@ -326,6 +364,10 @@ async def bench(base: str, namespace: str, args: argparse.Namespace) -> None:
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS),
+        help=f"which, in this order (default {','.join(SECTIONS)})",
+    )  # fmt: skip
     parser.add_argument("--runs", type=int, default=10, help="runs per language and kind")
     parser.add_argument("--languages", default=",".join(HELLO))
     parser.add_argument("--burst", type=int, default=30)
