@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from conftest import (
     REPO,
+    ApiServer,
     Process,
     apply_crd,
     apply_pool,
