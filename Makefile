@@ -43,24 +43,39 @@ test-unit: venv runner
 test-security: venv ## the attack battery on the local cluster (ICEE_SECURITY_RUNTIMES=gvisor,runc)
 	$(VENV)/bin/pytest tests/security -q
 
-test-chaos: venv   ## kill -9 the api, the operator, the kubelet and containerd, 5 rounds each (not in make test yet: see docs/design.md)
+test-chaos: venv   ## kill -9 the api, the operator, the kubelet and containerd, 5 rounds each
 	$(VENV)/bin/pytest tests/chaos -q
 
-test: venv ui        ## everything: lint, unit, integration, end-to-end and attack tests on the local cluster
+PYTEST := $(VENV)/bin/pytest -q
+# make test runs the integration suite in two pytest processes side by side (each
+# has its own namespace, operator and api); these files are the second one, about
+# half the time. A new file joins the first; a renamed one here fails the second.
+INTEGRATION_2 := $(addprefix tests/integration/,test_operator.py test_chart.py \
+  test_session_cleanup.py test_operator_leader.py test_cluster.py test_skaffold.py)
+# The chaos rounds that kill only the suite's own api and operator processes; the
+# kubelet and containerd rounds disturb the whole node and run alone.
+CHAOS_PROCESSES := tests/chaos/test_chaos.py::test_kill_the_api tests/chaos/test_chaos.py::test_kill_the_operator
+CHAOS_NODE := tests/chaos/test_chaos.py::test_kill_the_kubelet tests/chaos/test_chaos.py::test_kill_containerd
+
+test: venv ui        ## everything: lint, unit, integration, end-to-end, attack and chaos tests on the local cluster
 	$(MAKE) lint
 	bash cluster/deploy-icee.sh
 	# After the cluster scripts installed musl-tools: the tests run the runner the images ship.
 	$(MAKE) runner
-	$(VENV)/bin/pytest tests/unit tests/integration -q
-	# Apart: sync Playwright and pytest-asyncio do not share a process well. The
-	# browser tests and the attack battery (its own namespaces) run side by side.
-	@mkdir -p artifacts; ICEE_API_URL=http://127.0.0.1:30080/ $(VENV)/bin/pytest tests/e2e -q \
-	  >artifacts/e2e.log 2>&1 & e2e=$$!; \
-	$(VENV)/bin/pytest tests/security -q; sec=$$?; \
-	wait $$e2e; ui=$$?; echo "== tests/e2e"; cat artifacts/e2e.log; \
-	test $$sec -eq 0 && test $$ui -eq 0
+	# Side by side: the suites mostly wait on the cluster (tests/side-by-side.sh prints
+	# each part's log and time). Browser tests run in a process of their own: sync
+	# Playwright and pytest-asyncio do not share a process well.
+	bash tests/side-by-side.sh \
+	  integration-1 "$(PYTEST) tests/unit tests/integration $(addprefix --ignore=,$(INTEGRATION_2))" \
+	  integration-2 "$(PYTEST) $(INTEGRATION_2)"
+	bash tests/side-by-side.sh \
+	  security "$(PYTEST) tests/security" \
+	  e2e "ICEE_API_URL=http://127.0.0.1:30080/ $(PYTEST) tests/e2e" \
+	  chaos-processes "$(PYTEST) $(CHAOS_PROCESSES)"
+	# Alone: they kill the node's kubelet and containerd.
+	$(PYTEST) $(CHAOS_NODE)
 	# Last: these kill and rebuild the cluster.
-	$(VENV)/bin/pytest tests/lifecycle -q
+	$(PYTEST) tests/lifecycle
 
 bench: venv         ## the benchmark matrix on the local cluster (~20 min): figures, not pass/fail
 	$(PY) bench/matrix.py

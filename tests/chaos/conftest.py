@@ -55,9 +55,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def process_logs() -> Path:
-    """The api's and operator's logs, every incarnation's, kept for the report."""
-    logs = REPO / "artifacts" / "chaos-logs"
+def process_logs(request: pytest.FixtureRequest) -> Path:
+    """The api's and operator's logs, every incarnation's, kept for the report.
+
+    One folder per selection of tests (make test runs the suite in two parts).
+    """
+    names = (item.name.removeprefix("test_kill_") for item in request.session.items)
+    part = "-".join(name.removeprefix("the_") for name in names)
+    logs = REPO / "artifacts" / "chaos-logs" / part
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     return logs
