@@ -88,7 +88,31 @@ start_kubelet() {
     --kubeconfig="$ICEE_STATE/pki/kubelet.kubeconfig" --root-dir="$ICEE_STATE/kubelet" \
     --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --oom-score-adj=0 --v=0
 }
-containerd_answers() { "$(node_prefix)/usr/bin/ctr" --address "$ICEE_RUN/containerd/containerd.sock" version; }
+containerd_answers() {
+  "$(node_prefix)/usr/bin/ctr" --address "$ICEE_RUN/containerd/containerd.sock" version && return 0
+  reap_stuck_leaked_shim
+  return 1
+}
+# While it boots, containerd deletes the shims of containers it has no record of
+# ("cleaning leaked shim process"), one at a time. A gVisor shim whose container was
+# being created when containerd died never answers that delete, and containerd waits
+# on it for minutes, serving nothing (seen in tests/chaos). Such a shim, the one the
+# log has named for 10 s with nothing after, is killed: containerd then cleans up
+# after it as after any dead shim, and goes on. Recorded in logs/reaped-shims.log.
+reap_stuck_leaked_shim() {
+  local log="$ICEE_STATE/logs/containerd.log" last id pid quiet
+  last="$(tail -n 1 "$log" 2>/dev/null)" || return 0
+  [[ "$last" == *'msg="cleaning leaked shim process"'* ]] || return 0
+  quiet=$(( $(date +%s) - $(stat -c %Y "$log") ))
+  (( quiet >= 10 )) || return 0
+  id="$(sed -nE 's/.* id=([0-9a-f]{64}).*/\1/p' <<<"$last")"
+  [[ -n "$id" ]] || return 0
+  pid="$(pgrep -f -- "containerd-shim-runsc-v1 .*-id $id" || true)"
+  [[ -n "$pid" ]] || return 0
+  echo "$(date -u +%FT%TZ) containerd stuck ${quiet}s cleaning leaked shim $id: killed pid $pid" \
+    >> "$ICEE_STATE/logs/reaped-shims.log"
+  kill -9 $pid 2>/dev/null || true
+}
 kubelet_answers() { curl -sf --max-time 2 http://127.0.0.1:10248/healthz; }
 
 # running NAME: its recorded process is alive (not a zombie, not a reused pid).
