@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 from battery import Run
-from checks import CPU, EPHEMERAL_BYTES, MEMORY_BYTES, OUTPUT_BYTES, contained
+from checks import (
+    CPU,
+    EPHEMERAL_BYTES,
+    MEMORY_BYTES,
+    OOM_FORCE_CHARGE_BYTES,
+    OUTPUT_BYTES,
+    contained,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -13,9 +20,11 @@ def test_memory_bomb_ends_with_memory_limit_exceeded(runs: dict[str, Run]) -> No
     run = runs["memory"]
     contained(run, "terminated", "MemoryLimitExceeded")
     assert not run.tagged("RESULT"), run.describe()
-    # From the node: the pod's memory cgroup is capped at the limit and never held more.
+    # From the node: the pod's memory cgroup is capped at the limit and never held more
+    # than the kernel lets an OOM-killed task charge on its way out.
     assert 0 < run.host["memory_limit"] <= MEMORY_BYTES, run.describe()
-    assert run.host["memory_max_usage_peak"] <= MEMORY_BYTES, run.describe()
+    peak = run.host["memory_max_usage_peak"]
+    assert peak <= run.host["memory_limit"] + OOM_FORCE_CHARGE_BYTES, run.describe()
 
 
 def test_cpu_is_held_to_half_a_core_on_the_node(runs: dict[str, Run]) -> None:
