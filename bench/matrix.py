@@ -246,7 +246,7 @@ def table(results: Results) -> str:
             f"{ms(b.firsts, 95)}/{ms(b.firsts, 100)} ms | {b.failed} | {b.refusals} | "
             f"{b.seconds:.0f} s | {b.load:.1f} |"
         )
-    if "pool 5" in results.burst and "no pool" in results.burst:
+    if all(k in d for d in (results.burst, results.sustained) for k in ("pool 5", "no pool")):
         out.append(
             f"\nburst p50 no pool / pool 5: "
             f"{ratio(results.burst['no pool'].firsts, results.burst['pool 5'].firsts)}; "
@@ -345,17 +345,23 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def write(results: Results, args: argparse.Namespace) -> None:
+def write_json(results: Results, args: argparse.Namespace) -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(plain(results), indent=1))
         print(f"figures: {args.json}")
+
+
+def write(results: Results, args: argparse.Namespace) -> None:
+    write_json(results, args)
     if args.chart:
         chart(results, Path(args.chart))
 
 
 async def bench(base: str, namespace: str, args: argparse.Namespace) -> None:
     results = await run(base, namespace, args)
+    # First: whatever happens to the table, the figures are kept.
+    await asyncio.to_thread(write_json, results, args)
     print("--- side by side (ms; each ratio from the same run) ---")
     text = table(results)
     print(text)
