@@ -204,7 +204,7 @@ async def terminate(ctx: Context, body: Mapping[str, Any]) -> None:
     )
 
 
-async def reconcile(ctx: Context, body: Mapping[str, Any]) -> None:
+async def reconcile(ctx: Context, body: Mapping[str, Any], *, again: bool = True) -> None:
     """Bring one session in line with its pod, e.g. after an operator restart."""
     name = body["metadata"]["name"]
     status = status_of(body)
@@ -217,8 +217,21 @@ async def reconcile(ctx: Context, body: Mapping[str, Any]) -> None:
     if status.phase is None or (status.phase is Phase.PENDING and status.pod_name is None):
         await start(ctx, body)  # never started, or waiting for its client (lazy start)
         return
-    pod_name = session_pod_name(name, body)
+    pod_name = status.pod_name or session_pod_name(name, body)
     pod = await ctx.kube.get_pod(pod_name)
+    if pod is None and again:
+        # `body` may be older than the pod (the repair loop's list): a claimed warm
+        # pod's events can make the session Running before its spec.start (which
+        # names the pod) reaches this copy. Read the session again before calling
+        # its pod lost.
+        fresh = await ctx.kube.get_session(name)
+        if fresh is None:
+            return
+        if fresh["metadata"].get("resourceVersion") != body["metadata"].get("resourceVersion"):
+            await reconcile(ctx, fresh, again=False)
+            return
+    if pod is None:
+        logger.info("session %s: its pod %s is not there", name, pod_name)
     observed = pod_lost(pod_name) if pod is None else observe_pod(pod)
     await advance(ctx, name, observed, body)
     arm_start_timeout(ctx, body)
@@ -232,6 +245,7 @@ async def on_pod(ctx: Context, pod: Mapping[str, Any], deleted: bool) -> None:
         return
     pod_name = pod["metadata"]["name"]
     if deleted:
+        logger.info("session %s: its pod %s was deleted", name, pod_name)
         await advance(ctx, name, pod_lost(pod_name))
         return
     observed = observe_pod(pod)

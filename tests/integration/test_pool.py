@@ -186,6 +186,40 @@ def test_a_session_claims_a_warm_pod_and_runs_interactively(stack: PoolStack) ->
     wait_for("refilled", lambda: len(stack.ready_unclaimed("python")) == 2, within=60)
 
 
+def test_a_claimed_pod_running_before_its_start_is_recorded_is_not_lost(
+    stack: PoolStack,
+) -> None:
+    # The api claims a warm pod (its label) and writes spec.start, which names it, a
+    # moment later; the pod's events can make the session Running in between. An
+    # operator reconciling a copy of the session from that moment (its repair loop's
+    # list, or its resume after a restart, as here) must find the claimed pod, not
+    # call the session's pod lost (PodLost, seen in the chaos suite).
+    wait_for("2 ready warm pods", lambda: len(stack.ready_unclaimed("python")) == 2)
+    session_id = asyncio.run(stack.api.create("print('never sent')"))
+    argv = [sys.executable, str(CLAIMER), stack.namespace, "python", "0", session_id]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
+    pod = json.loads(out)[session_id]
+    assert pod is not None, out
+
+    def status() -> dict[str, Any]:
+        return dict(session(stack, session_id).get("status") or {})
+
+    wait_for("Running on the claimed pod", lambda: status().get("phase") == "Running")
+    assert status()["podName"] == pod
+    assert "start" not in session(stack, session_id)["spec"]
+    sessions = len(stack.kubectl("get", "codesessions", "-o", "name").split())
+    stack.restart_operator()
+    resumed = "Handler 'codesession_resumed' succeeded"
+    wait_for(
+        f"the restarted operator resumed the {sessions} sessions",
+        lambda: stack.operator.tail(2000).count(resumed) >= sessions,
+    )
+    assert status().get("phase") == "Running", status()
+    assert status()["podName"] == pod
+    stack.kubectl("delete", "codesession", session_id)
+    stack.kubectl("delete", "pod", pod, "--wait=false")
+
+
 async def metrics_text(api: ApiServer) -> str:
     async with api.http() as http:
         return (await http.get("/metrics")).text
