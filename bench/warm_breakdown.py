@@ -35,26 +35,15 @@ import httpx
 from _common import KUBECTL, kubectl, load_average, report
 from _common import percentile as pct
 from _timing import HELLO, SessionTimes, cluster_of, run_main, timed_session
+from icee_api.session.start_clock import MARKS, mark_samples
 from icee_kube import channel
 from icee_kube.attach import attach_target
 from icee_kube.channel import Channel
 from icee_kube.client import KubeClient
-from prometheus_client.parser import text_string_to_metric_families
 from warm_start import BARE_RESOURCES, pool, wait_ready
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-MARKS = (
-    "read",
-    "stream_claimed",
-    "pod_claimed",
-    "start_marked",
-    "pod_running",
-    "attached",
-    "request_sent",
-    "stage_began",
-    "first_output",
-)
 PROGRAM = HELLO["python"]
 # What the runner runs (languages.yaml: python3 -u {main}, under /bin/sh -c).
 RUN = "python3 -u main.py"
@@ -68,15 +57,7 @@ IN_SANDBOX = (
 
 async def marks_now(http: httpx.AsyncClient) -> dict[str, float]:
     """The api's start-mark sums for warm starts."""
-    text = (await http.get("/metrics")).text
-    sums: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != "icee_start_mark_seconds":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_sum") and sample.labels.get("how") == "warm":
-                sums[sample.labels["mark"]] = sample.value
-    return sums
+    return mark_samples((await http.get("/metrics")).text, "warm", "sum")
 
 
 def sandbox_pod(namespace: str) -> str:

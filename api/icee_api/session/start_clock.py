@@ -56,14 +56,18 @@ class StartClock:
         return dict(self._marks)
 
 
-def start_marks(metrics_text: str, how: str) -> set[str]:
-    """The marks observed at least once for starts of kind ``how``, from /metrics text."""
-    found = set()
+def mark_samples(metrics_text: str, how: str, kind: str) -> dict[str, float]:
+    """Per mark, the histogram's ``_sum`` or ``_count`` (``kind``) for starts of kind
+    ``how``, from /metrics text."""
+    values: dict[str, float] = {}
     for family in text_string_to_metric_families(metrics_text):
         if family.name == "icee_start_mark_seconds":
-            found |= {
-                s.labels["mark"]
-                for s in family.samples
-                if s.name.endswith("_count") and s.labels.get("how") == how and s.value > 0
-            }
-    return found
+            for s in family.samples:
+                if s.name.endswith(f"_{kind}") and s.labels.get("how") == how:
+                    values[s.labels["mark"]] = s.value
+    return values
+
+
+def start_marks(metrics_text: str, how: str) -> set[str]:
+    """The marks observed at least once for starts of kind ``how``, from /metrics text."""
+    return {mark for mark, count in mark_samples(metrics_text, how, "count").items() if count > 0}
