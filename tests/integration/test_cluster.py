@@ -11,6 +11,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -145,6 +146,9 @@ def server_pod(namespace: str) -> str:
                     "image": IMAGE,
                     "imagePullPolicy": "Never",
                     "command": ["python3", "-m", "http.server", "8080", "--directory", "/etc"],
+                    # Without a probe, Ready means only "started": on a loaded node the
+                    # server was not yet listening when port-forward connected.
+                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
                 }
             ],
         },
@@ -162,17 +166,24 @@ def test_port_forward_and_logs(namespace: str, server_pod: str) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with subprocess.Popen(
-        [KUBECTL, "-n", namespace, "port-forward", f"pod/{server_pod}", f"{port}:8080"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as pf:
+    with (
+        tempfile.TemporaryFile("w+") as errors,
+        subprocess.Popen(
+            [KUBECTL, "-n", namespace, "port-forward", f"pod/{server_pod}", f"{port}:8080"],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        ) as pf,
+    ):
         try:
             assert pf.stdout is not None
             assert "Forwarding from" in pf.stdout.readline()
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=10) as r:
                 assert r.read().decode().strip() == server_pod
+        except Exception:
+            errors.seek(0)
+            print("kubectl port-forward said:", errors.read())
+            raise
         finally:
             pf.terminate()
     assert "GET /hostname" in kubectl("-n", namespace, "logs", server_pod)
