@@ -23,6 +23,15 @@ if runsc_version="$("$(gvisor_bin_dir)/runsc" --version 2>/dev/null)"; then
 else
   say "  gvisor: runsc $GVISOR_VERSION MISSING (cluster/build-gvisor.sh)"; ok=0
 fi
+# A running cluster started from other node configs (a setting changed since): not
+# up, so that make up restarts it with the checkout's. Comments do not count.
+settings() { grep -v '^[[:space:]]*#' "$@"; }
+for f in containerd.toml kubelet.yaml kube-proxy.yaml runsc.toml; do
+  if [[ -f "$ICEE_STATE/config/$f" ]] \
+    && ! cmp -s <(render "$here/config/$f" | settings) <(settings "$ICEE_STATE/config/$f"); then
+    say "  config: the cluster runs another $f than cluster/config/$f (make cluster restarts it)"; ok=0
+  fi
+done
 if ((ok)) && [[ -x "$(k8s_bin_dir)/kubectl" ]] && node_ready 2>/dev/null; then
   say "  node $NODE_NAME: Ready"
   if kc get runtimeclass gvisor >/dev/null 2>&1; then say "  runtimeclass gvisor: present"; else say "  runtimeclass gvisor: MISSING"; ok=0; fi
