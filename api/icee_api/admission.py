@@ -11,7 +11,8 @@ and by who created them (the ``icee.dev/client`` label). Limits, all checked on
   connects, so a connecting client never finds the cluster full;
 - ``unconnected_sessions``: sessions created but not yet connected;
 - ``starting_sessions``: sessions whose sandbox is starting (connected, not running
-  yet) plus those created in the last few seconds whose client has not connected yet
+  yet), those whose client waits in this replica's start gate (start_gate.py), plus
+  those created in the last few seconds whose client has not connected yet
   (lazy start makes their pod a moment later, when the client connects: a burst of
   POSTs is bounded here or not at all; older unconnected sessions are idle and have
   their own cap). Starting a gVisor pod is what costs a node CPU (kubelet,
@@ -147,6 +148,9 @@ class SessionCounts:
         self._relisting: dict[str, _Record] | None = None
         # Sessions whose sandbox container runs (or ran) already: not starting.
         self._up: set[str] = set()
+        # Whether a session's client waits in this process's start gate (connected,
+        # but no spec.start yet): it is starting, however old (set by Services).
+        self.queued: Callable[[str], bool] = lambda _key: False
 
     # -- Observer ------------------------------------------------------------------
 
@@ -240,9 +244,14 @@ class SessionCounts:
         return len(self._records) - self._connected + len(self._live_reservations())
 
     def _about_to_start(self) -> list[_Record]:
-        """Unconnected sessions created moments ago, and this replica's reservations."""
+        """Unconnected sessions created moments ago or waiting in this replica's start
+        gate, and this replica's reservations."""
         since = self._wall() - ABOUT_TO_START_SECONDS
-        recent = [r for r in self._unconnected.values() if r.created is None or r.created > since]
+        recent = [
+            r
+            for key, r in self._unconnected.items()
+            if r.created is None or r.created > since or self.queued(key)
+        ]
         return recent + self._live_reservations()
 
     @property

@@ -57,6 +57,24 @@ class Metrics:
             "Sessions not ended whose program is not running yet (cluster-wide)",
             registry=r,
         )
+        # The start gate (icee_api.start_gate): cold starts of this process.
+        self.start_gate_waiting = Gauge(
+            "icee_start_gate_waiting", "Cold starts waiting for a start slot", registry=r
+        )
+        self.start_gate_held = Gauge(
+            "icee_start_gate_held", "Start slots held by sandboxes starting", registry=r
+        )
+        self.start_gate_wait = Histogram(
+            "icee_start_gate_wait_seconds",
+            "From joining the start gate to a slot (or leaving without one)",
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        )
+        self.start_gate_expired = Counter(
+            "icee_start_gate_expired",
+            "Start slots given back by the hold timer (no start signal came in time)",
+            registry=r,
+        )
         self.sessions_ended = Counter(
             "icee_sessions_ended", "Streams that ended, by final reason", ["reason"], registry=r
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 from icee_core import names
 from icee_core.languages import LanguageRegistry
+from icee_core.models import FINAL_PHASES
 from icee_kube.attach import AttachBuffers
 from icee_kube.pods import container_state
 
@@ -25,10 +26,15 @@ from icee_api.session.streaming import StreamTimeouts
 from icee_api.session.termination import StreamHandle, Termination
 from icee_api.session.watches import Watches
 from icee_api.settings import Settings
+from icee_api.start_gate import GateRelease, StartGate
 
 
 def _container_up(pod: dict[str, Any]) -> bool:
     return container_state(pod, names.CONTAINER_NAME).kind in ("running", "terminated")
+
+
+def _session_ended(obj: dict[str, Any]) -> bool:
+    return (obj.get("status") or {}).get("phase") in FINAL_PHASES
 
 
 class NotConnected(RuntimeError):
@@ -46,6 +52,8 @@ class Services:
     live: LiveSessions = field(init=False)
     termination: Termination = field(init=False)
     admission: Admission = field(init=False)
+    # None: no start gate (start_gate_slots 0).
+    start_gate: StartGate | None = field(init=False)
     tokens: TokenStore | None = field(init=False)
     trusted_proxies: tuple[Network, ...] = field(init=False)
 
@@ -64,6 +72,15 @@ class Services:
             client_burst=s.client_burst,
         )
         self.admission = Admission(limits, SessionCounts())
+        self.start_gate = None
+        if s.start_gate_slots > 0:
+            gate = StartGate(
+                s.start_gate_slots, s.start_gate_hold_seconds, self.metrics.start_gate_expired.inc
+            )
+            self.start_gate = gate
+            self.admission.counts.queued = gate.waits
+            self.metrics.start_gate_waiting.set_function(lambda: gate.waiting)
+            self.metrics.start_gate_held.set_function(lambda: gate.held)
         self.metrics.sessions_live.set_function(lambda: self.admission.counts.connected)
         self.metrics.sessions_unconnected.set_function(lambda: self.admission.counts.unconnected)
         self.metrics.sessions_starting.set_function(lambda: self.admission.counts.starting)
@@ -98,6 +115,11 @@ class Services:
         watches.outcomes.observers.append(counts)
         watches.pods.observers.append(SandboxUp(counts, _container_up))
         watches.started.observers.append(SandboxUp(counts, lambda _event: True))
+        if self.start_gate is not None:
+            gate = self.start_gate
+            watches.pods.observers.append(GateRelease(gate, _container_up, ended=False))
+            watches.started.observers.append(GateRelease(gate, lambda _e: True, ended=False))
+            watches.outcomes.observers.append(GateRelease(gate, _session_ended, ended=True))
 
     def _stream_of(self, session_id: str) -> StreamHandle | None:
         return self.live.stream(session_id)

@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     # One client's share of those (None: half): what a flood from one client can
     # take from everyone else's start latency (bench/flood_fairness.py).
     client_max_starting_sessions: Annotated[int, Field(ge=1)] | None = None
+    # The start gate (start_gate.py): cold sandbox starts at once in this process,
+    # served round-robin by client (0: no gate; with R replicas the node sees up to
+    # R x this). A start holds its slot until its container runs, at most
+    # start_gate_hold_seconds; a session waits for a slot at most
+    # start_gate_max_wait_seconds, then ends StartFailed (the node is too busy).
+    start_gate_slots: Annotated[int, Field(ge=0)] = 2
+    start_gate_hold_seconds: Annotated[float, Field(gt=0)] = 30.0
+    start_gate_max_wait_seconds: Annotated[float, Field(gt=0)] = 60.0
     # Per client (its API token, else its address): generous for a class behind one NAT.
     client_max_sessions: Annotated[int, Field(ge=1)] = 60
     client_burst: Annotated[int, Field(ge=1)] = 60

@@ -100,6 +100,8 @@ TERMINATION_REASONS = frozenset(
         Reason.USER_TERMINATED,
         Reason.SERVER_SHUTDOWN,
         Reason.CLIENT_GONE,
+        # The api's start gate gave the session no start slot in time.
+        Reason.START_FAILED,
     }
 )
 

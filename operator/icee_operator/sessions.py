@@ -7,6 +7,7 @@ was computed from), so pod events, termination requests and timers can race free
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from icee_core import names
+from icee_core.claims import KIND_STREAM, LABEL_LEASE
 from icee_core.languages import LanguageRegistry, UnknownLanguageError
 from icee_core.models import (
     FINAL_PHASES,
@@ -36,6 +38,9 @@ from icee_operator.usage import read_usage
 logger = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 8
+# A session past its connect deadline whose client waits in the api's start gate:
+# looked at again this often.
+QUEUED_RECHECK_SECONDS = 5.0
 
 
 @dataclass
@@ -114,7 +119,9 @@ async def start(ctx: Context, body: Mapping[str, Any]) -> None:
     if spec.termination is not None:
         await terminate(ctx, body)
         return
-    if datetime.now(UTC) >= _start_deadline(ctx, body):
+    if datetime.now(UTC) >= _start_deadline(ctx, body) and not (
+        spec.start is None and await client_waits(ctx, name)
+    ):
         # Created while no operator ran, and nobody waits for it any more.
         await advance(ctx, name, _not_started(ctx, body), body)
         return
@@ -309,9 +316,15 @@ def arm_start_timeout(ctx: Context, body: Mapping[str, Any]) -> None:
     connected = _connected_at(body)
 
     async def check() -> None:
-        fresh = await ctx.kube.get_session(name)
-        if fresh is None or _connected_at(fresh) != connected:
-            return  # gone, or connected since: the deadline armed then applies
+        while True:
+            fresh = await ctx.kube.get_session(name)
+            if fresh is None or _connected_at(fresh) != connected:
+                return  # gone, or connected since: the deadline armed then applies
+            if connected is not None or not await client_waits(ctx, name):
+                break
+            # Its client is connected and waits for the api's start gate, which
+            # bounds that wait itself: no "never connected" for this one.
+            await asyncio.sleep(QUEUED_RECHECK_SECONDS)
         await advance(
             ctx, name, _not_started(ctx, fresh), fresh, only_from=frozenset({None, Phase.PENDING})
         )
@@ -319,6 +332,15 @@ def arm_start_timeout(ctx: Context, body: Mapping[str, Any]) -> None:
     if connected is not None:
         ctx.deadlines.disarm(f"start/{name}")
     ctx.deadlines.arm(f"start/{name}", _start_deadline(ctx, body), check)
+
+
+async def client_waits(ctx: Context, name: str) -> bool:
+    """Whether a client holds the session's stream claim (its lease) though no
+    spec.start was written: it connected, and the api's start gate has not given it
+    its turn yet (docs/design.md, lazy start). The api bounds that wait and a dead
+    replica's claims are ended by the judge (orphans.py), so it cannot last."""
+    selector = f"{names.MANAGED_SELECTOR},{LABEL_LEASE}={KIND_STREAM},{names.LABEL_SESSION}={name}"
+    return bool(await ctx.kube.list_leases(selector))
 
 
 def _connected_at(body: Mapping[str, Any]) -> datetime | None:

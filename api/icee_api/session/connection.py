@@ -24,7 +24,7 @@ from icee_api.session import messages
 from icee_api.session.bridge import ClientGone, ClientLink
 from icee_api.session.messages import CloseCode
 from icee_api.session.start_clock import StartClock
-from icee_api.session.streaming import Opening, SessionStream, StartNotRecorded
+from icee_api.session.streaming import ColdStart, Opening, SessionStream, StartNotRecorded
 
 if TYPE_CHECKING:
     from icee_api.services import Services
@@ -57,6 +57,10 @@ async def serve(session_id: str, client: StreamClient, services: Services) -> tu
     uid = str((obj.get("metadata") or {}).get("uid") or "")
     claimed = claimed_pod(obj)
     language = str((obj.get("spec") or {}).get("language") or "")
+    # Who created it (admission's client label): whose turn its start takes.
+    client_label = str(
+        ((obj.get("metadata") or {}).get("labels") or {}).get(names.LABEL_CLIENT, "")
+    )
     connected = bool((obj.get("spec") or {}).get("start"))
     del obj  # a few KiB (managedFields, code) per idle client otherwise
     stream = SessionStream(
@@ -118,14 +122,21 @@ async def serve(session_id: str, client: StreamClient, services: Services) -> tu
             clock.how = "warm" if claimed else "cold"
             clock.mark("pod_claimed")
             services.metrics.session_starts.labels(clock.how).inc()
-            start = _record_start(services, session_id, claimed, clock)
             if claimed is None:
-                await start  # the operator makes the pod once spec.start is written
-            else:
-                # A warm pod runs already: the attach opens while spec.start is
-                # written; the request (the user's program) goes out only once it is.
-                services.cluster.claimed_pods[session_id] = claimed
-                return await stream.run(opening, warm=asyncio.ensure_future(start))
+                # The operator makes the pod once spec.start is written, which waits
+                # for this client's turn at the start gate (start_gate.py).
+                cold = ColdStart(
+                    lambda: _record_start(services, session_id, None, clock),
+                    services.start_gate,
+                    client_label,
+                    services.settings.start_gate_max_wait_seconds,
+                )
+                return await stream.run(opening, cold=cold)
+            start = _record_start(services, session_id, claimed, clock)
+            # A warm pod runs already: the attach opens while spec.start is
+            # written; the request (the user's program) goes out only once it is.
+            services.cluster.claimed_pods[session_id] = claimed
+            return await stream.run(opening, warm=asyncio.ensure_future(start))
         return await stream.run(opening)
     except StartNotRecorded as exc:
         if exc.status == 404:
@@ -145,6 +156,8 @@ async def serve(session_id: str, client: StreamClient, services: Services) -> tu
         return CloseCode.INTERNAL_ERROR, "internal error"
     finally:
         clock.report()
+        if services.start_gate is not None:
+            services.start_gate.leave(session_id)  # a slot still held: its client went
         services.cluster.claimed_pods.pop(session_id, None)
         services.claims.release(session_id)
         services.live.release(session_id)

@@ -16,8 +16,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from icee_core import runner_protocol as rp
 from icee_core.languages import LanguageRegistry
@@ -33,14 +35,17 @@ from icee_api.session.cluster import Cluster
 from icee_api.session.decoding import StreamDecoder
 from icee_api.session.limits import ByteBudget
 from icee_api.session.live import LiveSessions
-from icee_api.session.messages import CloseCode
+from icee_api.session.messages import CloseCode, MessageError, Terminate, parse_client_message
 from icee_api.session.run_request import build_request
 from icee_api.session.start_clock import StartClock
 from icee_api.session.state import Outcome, Session, State, outcome_of, status_of
 from icee_api.session.termination import Termination
 from icee_api.session.watches import Watches
+from icee_api.start_gate import StartGate
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # After the attach broke off: how long the pod may take to show that the program
 # ended (its kubelet reports a container's end within a relist, about a second,
@@ -55,6 +60,23 @@ ATTACH_RETRY_SECONDS = 2.0
 
 class StartNotRecorded(KubeError):
     """spec.start could not be written: the session must not start (nothing was sent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStart:
+    """A lazy start without a warm pod: the operator creates one once ``record``
+    wrote spec.start. With a ``gate``, that waits for a start slot first (in the
+    client's turn, at most ``max_wait`` s); ``client`` is admission's client label."""
+
+    record: Callable[[], Awaitable[None]]
+    gate: StartGate | None = None
+    client: str = ""
+    max_wait: float = 60.0
+
+
+# Client frames read (and kept for the program) while a session waits for a start
+# slot: reading is how a disconnect is noticed; beyond this, reading pauses.
+READ_AHEAD_FRAMES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,14 +181,18 @@ class SessionStream:
             await self._finish(Outcome(State.TERMINATED, None, Reason.SERVER_SHUTDOWN, message))
 
     async def run(
-        self, opening: Opening, warm: asyncio.Future[None] | None = None
+        self,
+        opening: Opening,
+        warm: asyncio.Future[None] | None = None,
+        cold: ColdStart | None = None,
     ) -> tuple[int, str]:
         """Stream the session; returns the close code and reason for the client.
 
         ``warm``: the session claimed a warm pod, ready in the api's cache when it was
         claimed, and this is the write of its ``spec.start``: the attach opens at once
         (the claim's own watch event is not awaited) and the request waits for the
-        write (StartNotRecorded if it failed).
+        write (StartNotRecorded if it failed). ``cold``: the session starts now without
+        a warm pod (through the start gate, if any).
         """
         self._recording = warm
         limits, outcome = opening.limits, opening.outcome
@@ -175,11 +201,16 @@ class SessionStream:
                 await self._replay_log(limits.output_bytes)
                 return await self._finish(outcome)
             await self._client.send(messages.state(State.PENDING))
+            if cold is not None and not await self._start_cold(cold):
+                # Never started: ended while it waited, or it waited too long.
+                return await self._finish_from_status()
             started: _Started | Outcome | None
             if warm is not None:
                 started = _Started(running=True, early=True)
             else:
-                started = await self._wait_for_start()
+                started = await self._reading_client(
+                    self._wait_for_start(), "the client disconnected while its sandbox started"
+                )
             self._mark("pod_running")
             if isinstance(started, Outcome):
                 return await self._finish(started)
@@ -224,6 +255,80 @@ class SessionStream:
             await self._recording
 
     # -- pending -------------------------------------------------------------------
+
+    async def _start_cold(self, cold: ColdStart) -> bool:
+        """Write spec.start, in the client's turn at the start gate; False if the
+        session did not start (it ended while waiting, or waited too long: then it
+        is being ended StartFailed).
+
+        Waiting, the client's frames are read ahead (kept for the program): a client
+        that leaves is out of the queue at once (ClientGone), a terminate is asked
+        for at once. spec.start is written only with a slot, so the operator's start
+        timeout never counts the wait; its connect deadline spares a session whose
+        client holds the stream claim (it waits here).
+        """
+        gate = cold.gate
+        if gate is not None:
+            joined = time.monotonic()
+            ticket = gate.join(self.id, cold.client)
+            try:
+                granted = await self._queued(ticket, cold.max_wait)
+            except BaseException:
+                gate.leave(self.id)
+                raise
+            finally:
+                self._metrics.start_gate_wait.observe(time.monotonic() - joined)
+            if granted is None:
+                gate.leave(self.id)
+                message = (
+                    f"no start slot within {cold.max_wait:g} s: the node is busy starting "
+                    f"other sessions ({gate.waiting} waiting for {gate.slots} slots)"
+                )
+                await self.terminate(Reason.START_FAILED, message)
+                await self._client.send(messages.error(message))
+                return False
+            if not granted:
+                return False  # the session ended while it waited
+            if self.session.termination is not None:
+                gate.leave(self.id)  # asked to end while it waited: no sandbox for it
+                return False
+        await cold.record()
+        return True
+
+    async def _queued(self, ticket: asyncio.Future[bool], max_wait: float) -> bool | None:
+        """Until the gate answers (True: a slot, False: the session ended) or
+        ``max_wait`` s pass (None); ClientGone if the client leaves meanwhile."""
+        if ticket.done():
+            return ticket.result()
+        try:
+            async with asyncio.timeout(max_wait):
+                return await self._reading_client(
+                    ticket, "the client disconnected while the session waited for a start slot"
+                )
+        except TimeoutError:
+            return None
+
+    async def _reading_client(self, work: Awaitable[_T], gone: str) -> _T:
+        """Await ``work`` while reading the client's frames ahead (kept for the
+        program; a terminate is asked for at once): a client that leaves first ends
+        the session ClientGone (``gone`` says when) and raises ClientGone. Without
+        this nobody would notice a client leaving before its program runs.
+        """
+        task = asyncio.ensure_future(work)
+        reader = asyncio.ensure_future(self._client.read_ahead(READ_AHEAD_FRAMES, self._stop))
+        try:
+            done, _ = await asyncio.wait({task, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if reader in done and not reader.result():
+                await self.terminate(Reason.CLIENT_GONE, gone)
+                raise ClientGone
+            return await task
+        finally:
+            for pending in (task, reader):
+                pending.cancel()
+            await asyncio.gather(task, reader, return_exceptions=True)
+
+    async def _stop(self) -> None:
+        await self.terminate(Reason.USER_TERMINATED, "terminated by the client")
 
     async def _wait_for_start(self, events: bool = True) -> _Started | Outcome | None:
         """Until the container runs or ended, the session ended, or the start timeout.
@@ -492,12 +597,32 @@ class _UntilFinal:
     """The client link, closed to every message after the final state.
 
     The final state may come from the stream or from the server's shutdown: once
-    one is sent, the other (and any late output) is not.
+    one is sent, the other (and any late output) is not. Frames read ahead (while
+    the session waited for its start) come first on ``receive``.
     """
 
     def __init__(self, client: ClientLink) -> None:
         self._client = client
         self.final_sent = False
+        self._ahead: deque[str | bytes] = deque()
+        self._left = False
+
+    async def read_ahead(self, limit: int, on_terminate: Callable[[], Awaitable[None]]) -> bool:
+        """Read and keep the client's frames until cancelled; False once the client
+        left, True when ``limit`` frames are kept (reading then pauses). A terminate
+        message is acted on at once instead of being kept."""
+        while len(self._ahead) < limit:
+            raw = await self._client.receive()
+            if raw is None:
+                self._left = True
+                return False
+            if isinstance(raw, str) and _is_terminate(raw):
+                # Shielded: the wait may end (and cancel this) while the request is
+                # being written; it must still reach the operator.
+                await asyncio.shield(on_terminate())
+                continue
+            self._ahead.append(raw)
+        return True
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.final_sent:
@@ -511,4 +636,15 @@ class _UntilFinal:
         await self._client.send(message)
 
     async def receive(self) -> str | bytes | None:
+        if self._ahead:
+            return self._ahead.popleft()
+        if self._left:
+            return None
         return await self._client.receive()
+
+
+def _is_terminate(raw: str) -> bool:
+    try:
+        return isinstance(parse_client_message(raw), Terminate)
+    except MessageError:
+        return False  # kept: the bridge answers it
