@@ -8,8 +8,11 @@ X-Forwarded-For address), runs ``--flooders`` tasks that each press Run as fast 
 they can: POST, connect, run to the end, again, ignoring Retry-After (a refused POST
 is retried after 50 ms). Rounds alternate, in one process and one namespace: victim
 alone (the baseline), victim during the flood, alone, flood, ... so that the ratio
-compares runs under the same machine. The api's default admission settings apply
-(per-client rate, burst and starting cap; the node-wide starting cap); no pool.
+compares runs under the same machine; after each flood the next round waits until
+the flood's sandboxes are gone. The api's default settings apply (admission: per-client
+rate, burst and starting cap, the node-wide starting cap; the start gate), unless
+ICEE_* variables in the environment say otherwise (e.g. ICEE_START_GATE_SLOTS=3);
+no pool.
 
 Printed: the victim's p50/p95 alone and during the flood, their ratio, the victim's
 refusals, and what the flooder got (sessions run, refusals by limit).
@@ -26,7 +29,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import OWN, load_average, percentile, ws_url
+from _common import OWN, kubectl, load_average, percentile, ws_url
 from _timing import run_main, timed_session
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
@@ -36,6 +39,8 @@ VICTIM = "198.51.100.20"
 FLOODER = "203.0.113.7"
 # The flood must be on (its sessions starting) before the victim's first run.
 FLOOD_LEAD_SECONDS = 3.0
+# After a flood, at most this long for its sandboxes to go before the next round.
+SETTLE_SECONDS = 120.0
 SETTINGS = {"trusted_proxies": '["127.0.0.1"]'}
 
 
@@ -87,6 +92,21 @@ async def victim(http: httpx.AsyncClient, base: str, runs: int) -> tuple[list[fl
     return firsts, refusals
 
 
+async def settle(namespace: str) -> float:
+    """Wait until the namespace has no sandbox pod left (at most SETTLE_SECONDS)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < SETTLE_SECONDS:
+        pods = await asyncio.to_thread(
+            kubectl, "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=icee",
+            "-o", "name",
+        )  # fmt: skip
+        if not pods.strip():
+            break
+        await asyncio.sleep(1)
+    await asyncio.sleep(5)  # their teardown's last work on the node
+    return time.monotonic() - t0
+
+
 def cpu_seconds() -> dict[str, float]:
     """CPU seconds used so far by our own api and operator processes."""
     used: dict[str, float] = {}
@@ -123,6 +143,8 @@ async def bench(base: str, namespace: str, args: argparse.Namespace) -> None:
     flood = Flood(base, args.flooders)
     flood_seconds = 0.0
     limits = httpx.Limits(max_connections=args.flooders + 10)
+    gate = os.environ.get("ICEE_START_GATE_SLOTS", "the default")
+    print(f"start gate slots: {gate}; flooder tasks: {args.flooders}")
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
         await timed_session(http, base, HELLO, client=VICTIM, admit_within=60)  # warm-up
         for number in range(1, args.rounds + 1):
@@ -143,7 +165,9 @@ async def bench(base: str, namespace: str, args: argparse.Namespace) -> None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             flood_seconds += time.monotonic() - started
-            await asyncio.sleep(5)  # the flood's last sessions end
+            # The flood's last sandboxes end and go (their teardown loads the node):
+            # the next "alone" round must not run beside it.
+            print(f"  settled in {await settle(namespace):.0f} s ({load_average()})")
     print()
     print(line("victim alone (baseline)", alone, refusals["alone"], "all rounds"))
     print(line("victim during the flood", flooded, refusals["flood"], "all rounds"))

@@ -125,6 +125,29 @@ def test_chart_sets_one_clients_share_of_the_starting_sessions(helm: str) -> Non
     assert "minimum" in refused.stderr, refused.stderr
 
 
+def test_chart_splits_the_start_gate_over_the_api_replicas(helm: str) -> None:
+    def slots(*sets: str) -> str:
+        deployment = next(
+            o
+            for o in template(helm, *sets)
+            if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-api")
+        )
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        return next(e["value"] for e in env if e["name"] == "ICEE_START_GATE_SLOTS")
+
+    assert slots() == "1"  # 2 on the node, 2 replicas
+    assert slots("api.replicas=3", "admission.startGate.slots=4") == "2"  # rounded up
+    assert slots("api.replicas=4", "admission.startGate.slots=1") == "1"  # at least one
+    assert slots("admission.startGate.slots=0") == "0"  # no gate
+    assert slots("api.replicas=0") == "2"
+    refused = run(
+        helm, "template", "icee", str(CHART), "--set", "admission.startGate.maxWaitSeconds=0",
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "exclusiveMinimum" in refused.stderr or "greater than" in refused.stderr, refused.stderr
+
+
 def test_chart_elects_a_leader_only_with_several_operators(helm: str) -> None:
     def operator_env_and_lease_rule(*sets: str) -> tuple[dict[str, str], bool]:
         objects = template(helm, *sets)
