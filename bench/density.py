@@ -7,8 +7,11 @@ where the node's CPU goes while they start and while they live.
 For each N: N sessions are opened at ``--rate`` per second (as a class pressing Run),
 each an echo program; every session echoes a line every ``--interval`` seconds from
 the moment it runs. Once all are up (or the opening deadline passed), the echo round
-trips of a ``--window`` are the figures. A client refused by admission (429/503)
-waits its Retry-After and tries again, as a well-behaved client does. Reported per N:
+trips of a ``--window`` are the figures ("opening": the node still busy with the last
+starts), and again a window after ``--settle`` more seconds ("settled": the same
+sessions once the starts have passed, as a class that has been typing for a while).
+A client refused by admission (429/503) waits its Retry-After and tries again, as a
+well-behaved client does. Reported per N:
 sessions up, refused answers, sessions that never ran (their reason), POST ->
 running p50/p95, echo p50/p95/p99, and CPU per process group
 (``cpu_by_process.py``) while they opened and while they lived, beside the same
@@ -55,10 +58,12 @@ class DensityFigures:
     refusals: Counter[str] = field(default_factory=Counter)
     never_ran: Counter[str] = field(default_factory=Counter)
     starts: list[float] = field(default_factory=list)  # POST (first try) -> running
-    rtts: list[float] = field(default_factory=list)
+    rtts: list[float] = field(default_factory=list)  # the window right after opening
+    settled_rtts: list[float] = field(default_factory=list)  # the window after settling
     opening: Usage = field(default_factory=Usage)
     living: Usage = field(default_factory=Usage)
     load: float = 0.0  # 1-min load average at the end of the window
+    settled_load: float = 0.0
 
     def summary(self) -> str:
         def ms(values: list[float], p: float) -> str:
@@ -72,6 +77,13 @@ class DensityFigures:
             f"{ms(self.starts, 50)}/{ms(self.starts, 95)} ms; echo p50/p95/p99 "
             f"{ms(self.rtts, 50)}/{ms(self.rtts, 95)}/{ms(self.rtts, 99)} ms "
             f"(n={len(self.rtts)}; load {self.load:.1f})"
+            + (
+                f"; settled: echo p50/p95/p99 {ms(self.settled_rtts, 50)}/"
+                f"{ms(self.settled_rtts, 95)}/{ms(self.settled_rtts, 99)} ms "
+                f"(n={len(self.settled_rtts)}; load {self.settled_load:.1f})"
+                if self.settled_rtts
+                else ""
+            )
         )
 
 
@@ -81,11 +93,20 @@ def client_address(i: int) -> str:
 
 
 async def live_sessions(
-    base: str, namespace: str, count: int, *, rate: float, interval: float, window: float
+    base: str,
+    namespace: str,
+    count: int,
+    *,
+    rate: float,
+    interval: float,
+    window: float,
+    settle: float = 0.0,
 ) -> DensityFigures:
+    """N live sessions; echo round trips of a window right after all are up and, with
+    ``settle``, of another window that many seconds later."""
     figures = DensityFigures(count)
     all_up, stop = asyncio.Event(), asyncio.Event()
-    measuring = False
+    measuring: list[float] | None = None
     up = 0
 
     async def live(ws: ClientConnection, times: SessionTimes) -> None:
@@ -99,8 +120,8 @@ async def live_sessions(
         i = 0
         while not stop.is_set():
             rtt = await echo_once(ws, f"line {i}\n")
-            if measuring:
-                figures.rtts.append(rtt)
+            if measuring is not None:
+                measuring.append(rtt)
             i += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
@@ -138,11 +159,17 @@ async def live_sessions(
         figures.opening = sampler.stop()
         figures.up = up
         sampler = Sampler(OWN, namespace=namespace).start()
-        measuring = True
+        measuring = figures.rtts
         await asyncio.sleep(window)
-        measuring = False
+        measuring = None
         figures.living = sampler.stop()
         figures.load = figures.living.load[1]
+        if settle > 0:
+            await asyncio.sleep(settle)
+            measuring = figures.settled_rtts
+            await asyncio.sleep(window)
+            measuring = None
+            figures.settled_load = os.getloadavg()[0]
         stop.set()
         await asyncio.wait_for(settle, 120)
     return figures
@@ -155,8 +182,9 @@ async def bench(base: str, namespace: str, args: argparse.Namespace) -> None:
     results = []
     for count in counts:
         figures = await live_sessions(
-            base, namespace, count, rate=args.rate, interval=args.interval, window=args.window
-        )
+            base, namespace, count, rate=args.rate, interval=args.interval,
+            window=args.window, settle=args.settle,
+        )  # fmt: skip
         print(figures.summary())
         print(figures.opening.table(f"  CPU while {count} sessions opened"))
         print(figures.living.table(f"  CPU while {count} sessions lived"))
@@ -168,6 +196,8 @@ async def bench(base: str, namespace: str, args: argparse.Namespace) -> None:
             report(f"{figures.sessions} live sessions", figures.rtts)
             ratio = percentile(figures.rtts, 99) / percentile(baseline.rtts, 99)
             print(f"  p99 ratio to 1 live: {ratio:.1f}x (load {figures.load:.1f})")
+        if figures.settled_rtts:
+            report(f"{figures.sessions} live sessions, settled", figures.settled_rtts)
     print(f"({load_average()})")
 
 
@@ -176,6 +206,9 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=4.0, help="sessions opened per second")
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between echoes")
     parser.add_argument("--window", type=float, default=30.0, help="measured seconds")
+    parser.add_argument(
+        "--settle", type=float, default=60.0, help="seconds before the settled window (0: none)"
+    )
 
 
 if __name__ == "__main__":

@@ -200,8 +200,9 @@ async def densities(
     for count in [1, *(int(n) for n in args.densities.split(",") if n)]:
         print(f"== density: {count} live (load {load():.1f})", flush=True)
         interval, window = (0.1, 10.0) if count == 1 else (3.0, args.window)
+        settle = 0.0 if count == 1 else args.settle
         figures = await live_sessions(
-            base, namespace, count, rate=4.0, interval=interval, window=window
+            base, namespace, count, rate=4.0, interval=interval, window=window, settle=settle
         )
         print(figures.summary())
         print(figures.opening.table(f"CPU while {count} sessions opened"))
@@ -255,8 +256,9 @@ def table(results: Results) -> str:
         )
     base = results.density.get(1)
     out += ["", "| live sessions | up | never ran | refused answers | POST->running p50/p95 "
-            "| echo p50/p95/p99 | p99 / 1 live | CPU busy (opening, living) | load |",
-            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            "| echo p50/p95/p99 | p99 / 1 live | CPU busy (opening, living) | load "
+            "| settled: echo p50/p95/p99 | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for count, d in results.density.items():
         cores = os.cpu_count() or 1
         busy = [u.machine / u.seconds / cores * 100 if u.seconds else 0 for u in
@@ -265,7 +267,9 @@ def table(results: Results) -> str:
             f"| {count} | {d.up} | {sum(d.never_ran.values())} | {sum(d.refusals.values())} | "
             f"{ms(d.starts, 50)}/{ms(d.starts, 95)} ms | {ms(d.rtts, 50)}/{ms(d.rtts, 95)}/"
             f"{ms(d.rtts, 99)} ms | {ratio(d.rtts, base.rtts, 99) if base else '-'} | "
-            f"{busy[0]:.0f}%, {busy[1]:.0f}% | {d.load:.1f} |"
+            f"{busy[0]:.0f}%, {busy[1]:.0f}% | {d.load:.1f} | {ms(d.settled_rtts, 50)}/"
+            f"{ms(d.settled_rtts, 95)}/{ms(d.settled_rtts, 99)} ms | "
+            f"{d.settled_load:.1f} |"
         )
     return "\n".join(out)
 
@@ -314,6 +318,8 @@ def chart(results: Results, path: Path) -> None:
 
     ax = axes[2]
     dens = [(f"{n} live\nload {d.load:.0f}", d.rtts) for n, d in results.density.items() if d.rtts]
+    dens += [(f"{n} settled\nload {d.settled_load:.0f}", d.settled_rtts)
+             for n, d in results.density.items() if d.settled_rtts]  # fmt: skip
     if dens:
         ax.boxplot([[x * 1000 for x in v] for _, v in dens], tick_labels=[k for k, _ in dens],
                    whis=(1, 99))  # fmt: skip
@@ -381,6 +387,9 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=60, help="sustained: how long")
     parser.add_argument("--densities", default="25,50,100", help="live session counts")
     parser.add_argument("--window", type=float, default=30, help="density: measured seconds")
+    parser.add_argument(
+        "--settle", type=float, default=60, help="density: seconds before the settled window"
+    )
     parser.add_argument("--chart", default=str(REPO / "docs" / "benchmarks.png"))
     parser.add_argument("--json", default=str(REPO / "artifacts" / "bench" / "matrix.json"))
 
