@@ -151,9 +151,9 @@ async def live_sessions(
         tasks = [asyncio.create_task(one(i, http)) for i in range(count)]
         # Everyone up, or every session settled (some never ran), or a long deadline.
         waiter = asyncio.create_task(all_up.wait())
-        settle = asyncio.gather(*tasks)
+        ended = asyncio.gather(*tasks)
         await asyncio.wait(
-            [waiter, settle], timeout=count / rate + 600, return_when=asyncio.FIRST_COMPLETED
+            [waiter, ended], timeout=count / rate + 600, return_when=asyncio.FIRST_COMPLETED
         )
         waiter.cancel()
         figures.opening = sampler.stop()
@@ -171,7 +171,7 @@ async def live_sessions(
             measuring = None
             figures.settled_load = os.getloadavg()[0]
         stop.set()
-        await asyncio.wait_for(settle, 120)
+        await asyncio.wait_for(ended, 120)
     return figures
 
 
