@@ -75,7 +75,10 @@ class Services:
         self.start_gate = None
         if s.start_gate_slots > 0:
             gate = StartGate(
-                s.start_gate_slots, s.start_gate_hold_seconds, self.metrics.start_gate_expired.inc
+                s.start_gate_slots,
+                s.start_gate_hold_seconds,
+                self.metrics.start_gate_expired.inc,
+                s.start_gate_client_slots,
             )
             self.start_gate = gate
             self.admission.counts.queued = gate.waits

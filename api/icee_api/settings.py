@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # start_gate_hold_seconds; a session waits for a slot at most
     # start_gate_max_wait_seconds, then ends StartFailed (the node is too busy).
     start_gate_slots: Annotated[int, Field(ge=0)] = 2
+    # The most slots one client holds at once (None: all).
+    start_gate_client_slots: Annotated[int, Field(ge=1)] | None = None
     start_gate_hold_seconds: Annotated[float, Field(gt=0)] = 30.0
     start_gate_max_wait_seconds: Annotated[float, Field(gt=0)] = 60.0
     # Per client (its API token, else its address): generous for a class behind one NAT.

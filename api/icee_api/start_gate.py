@@ -41,10 +41,14 @@ class FairQueue:
     returns the keys that got a slot because of it (in grant order).
     """
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, client_slots: int | None = None) -> None:
         if slots < 1:
             raise ValueError("a start gate needs at least one slot")
+        if client_slots is not None and client_slots < 1:
+            raise ValueError("a client needs at least one slot")
         self.slots = slots
+        # The most slots one client holds at once (None: all of them).
+        self.client_slots = slots if client_slots is None else min(slots, client_slots)
         self._held: dict[str, str] = {}  # key -> client
         self._holding: Counter[str] = Counter()  # client -> slots held
         self._waiting: dict[str, deque[str]] = {}  # client -> its waiting keys, oldest first
@@ -106,15 +110,21 @@ class FairQueue:
         self._forget_if_idle(client)
         return self._fill()
 
-    def _next_client(self) -> str:
+    def _next_client(self) -> str | None:
         # Least recently served first (never served: before everyone), then the one
-        # waiting longest. Few clients wait at once (admission caps the starts).
-        return min(self._waiting, key=lambda c: (self._served.get(c, -1), self._since[c]))
+        # waiting longest; a client at its own cap waits for one of its slots. Few
+        # clients wait at once (admission caps the starts).
+        eligible = [c for c in self._waiting if self._holding[c] < self.client_slots]
+        if not eligible:
+            return None
+        return min(eligible, key=lambda c: (self._served.get(c, -1), self._since[c]))
 
     def _fill(self) -> list[str]:
         granted: list[str] = []
         while len(self._held) < self.slots and self._waiting:
             client = self._next_client()
+            if client is None:
+                break
             queue = self._waiting[client]
             key = queue.popleft()
             del self._client_of[key]
@@ -141,8 +151,9 @@ class StartGate:
         slots: int,
         hold_seconds: float,
         on_expired: Callable[[], None] | None = None,
+        client_slots: int | None = None,
     ) -> None:
-        self._queue = FairQueue(slots)
+        self._queue = FairQueue(slots, client_slots)
         self.hold_seconds = hold_seconds
         self._tickets: dict[str, asyncio.Future[bool]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}

@@ -219,3 +219,16 @@ def test_queued_sessions_count_as_starting_for_admission() -> None:
     counts.queued = lambda key: key == "s1"
     assert counts.starting == 1
     assert counts.starting_of_client("c") == 1
+
+
+def test_a_client_at_its_cap_leaves_a_slot_to_the_others() -> None:
+    q = FairQueue(2, client_slots=1)
+    assert q.join("f1", "F") == ["f1"]
+    assert q.join("f2", "F") == []  # F holds its one slot: the other stays free
+    assert q.held == 1
+    assert q.join("v1", "V") == ["v1"]  # another client starts at once
+    assert q.leave("f1") == ["f2"]
+    assert q.leave("v1") == []  # nobody else waits; F is at its cap
+    assert q.leave("f2") == []
+    with pytest.raises(ValueError, match="at least one slot"):
+        FairQueue(2, client_slots=0)
