@@ -78,7 +78,7 @@ class Services:
                 s.start_gate_slots,
                 s.start_gate_hold_seconds,
                 self.metrics.start_gate_expired.inc,
-                s.start_gate_client_slots,
+                min(s.start_gate_reserved_slots, s.start_gate_slots - 1),
             )
             self.start_gate = gate
             self.admission.counts.queued = gate.waits

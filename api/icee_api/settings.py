@@ -57,12 +57,14 @@ class Settings(BaseSettings):
     client_max_starting_sessions: Annotated[int, Field(ge=1)] | None = None
     # The start gate (start_gate.py): cold sandbox starts at once in this process,
     # served round-robin by client (0: no gate; with R replicas the node sees up to
-    # R x this). A start holds its slot until its container runs, at most
+    # R x this), of which start_gate_reserved_slots only for a newcomer (a client
+    # with no start in progress or waiting: it never waits behind another's flood).
+    # A start holds its slot until its container runs, at most
     # start_gate_hold_seconds; a session waits for a slot at most
     # start_gate_max_wait_seconds, then ends StartFailed (the node is too busy).
+    # Defaults measured with bench/flood_fairness.py (docs/design.md).
     start_gate_slots: Annotated[int, Field(ge=0)] = 2
-    # The most slots one client holds at once (None: all).
-    start_gate_client_slots: Annotated[int, Field(ge=1)] | None = None
+    start_gate_reserved_slots: Annotated[int, Field(ge=0)] = 1
     start_gate_hold_seconds: Annotated[float, Field(gt=0)] = 30.0
     start_gate_max_wait_seconds: Annotated[float, Field(gt=0)] = 60.0
     # Per client (its API token, else its address): generous for a class behind one NAT.

@@ -8,7 +8,10 @@ most ``slots`` starts at once in this api process, the next slot going to the
 client served least recently (round-robin across clients), and within one client to
 its oldest waiter (FIFO). So a client that floods the node with starts gets one slot
 per turn like everyone else, and another client's start waits for at most one slot
-to free instead of behind the whole flood.
+to free instead of behind the whole flood. ``reserved`` of the slots go only to a
+newcomer, a client with no start of its own in progress or waiting: a client
+running one program after another never waits behind someone else's flood, and the
+flood's next start waits for its start instead of running beside it.
 
 A slot is held from the grant until the session's sandbox container runs (the pod's
 status or the kubelet's Started event: the same signals admission uses), the session
@@ -41,14 +44,16 @@ class FairQueue:
     returns the keys that got a slot because of it (in grant order).
     """
 
-    def __init__(self, slots: int, client_slots: int | None = None) -> None:
+    def __init__(self, slots: int, reserved: int = 0) -> None:
         if slots < 1:
             raise ValueError("a start gate needs at least one slot")
-        if client_slots is not None and client_slots < 1:
-            raise ValueError("a client needs at least one slot")
+        if not 0 <= reserved < slots:
+            raise ValueError("reserved slots must leave at least one slot for everyone")
         self.slots = slots
-        # The most slots one client holds at once (None: all of them).
-        self.client_slots = slots if client_slots is None else min(slots, client_slots)
+        # The last free slots go only to a newcomer: a client with no start of its
+        # own in progress or waiting (not even just served): it never waits behind
+        # a flood of another client's starts.
+        self.reserved = reserved
         self._held: dict[str, str] = {}  # key -> client
         self._holding: Counter[str] = Counter()  # client -> slots held
         self._waiting: dict[str, deque[str]] = {}  # client -> its waiting keys, oldest first
@@ -112,9 +117,10 @@ class FairQueue:
 
     def _next_client(self) -> str | None:
         # Least recently served first (never served: before everyone), then the one
-        # waiting longest; a client at its own cap waits for one of its slots. Few
-        # clients wait at once (admission caps the starts).
-        eligible = [c for c in self._waiting if self._holding[c] < self.client_slots]
+        # waiting longest; the reserved slots only for a newcomer. Few clients wait
+        # at once (admission caps the starts).
+        free = self.slots - len(self._held)
+        eligible = [c for c in self._waiting if free > self.reserved or c not in self._served]
         if not eligible:
             return None
         return min(eligible, key=lambda c: (self._served.get(c, -1), self._since[c]))
@@ -151,9 +157,9 @@ class StartGate:
         slots: int,
         hold_seconds: float,
         on_expired: Callable[[], None] | None = None,
-        client_slots: int | None = None,
+        reserved: int = 0,
     ) -> None:
-        self._queue = FairQueue(slots, client_slots)
+        self._queue = FairQueue(slots, reserved)
         self.hold_seconds = hold_seconds
         self._tickets: dict[str, asyncio.Future[bool]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}

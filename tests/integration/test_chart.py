@@ -125,21 +125,23 @@ def test_chart_sets_one_clients_share_of_the_starting_sessions(helm: str) -> Non
     assert "minimum" in refused.stderr, refused.stderr
 
 
-def test_chart_splits_the_start_gate_over_the_api_replicas(helm: str) -> None:
-    def slots(*sets: str) -> str:
+def test_chart_sets_the_start_gate_per_replica(helm: str) -> None:
+    def gate_env(*sets: str) -> dict[str, str]:
         deployment = next(
             o
             for o in template(helm, *sets)
             if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-api")
         )
         env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-        return next(e["value"] for e in env if e["name"] == "ICEE_START_GATE_SLOTS")
+        return {e["name"]: e["value"] for e in env if e["name"].startswith("ICEE_START_GATE")}
 
-    assert slots() == "1"  # 2 on the node, 2 replicas
-    assert slots("api.replicas=3", "admission.startGate.slots=4") == "2"  # rounded up
-    assert slots("api.replicas=4", "admission.startGate.slots=1") == "1"  # at least one
-    assert slots("admission.startGate.slots=0") == "0"  # no gate
-    assert slots("api.replicas=0") == "2"
+    assert gate_env() == {
+        "ICEE_START_GATE_SLOTS": "2",
+        "ICEE_START_GATE_RESERVED_SLOTS": "1",
+        "ICEE_START_GATE_HOLD_SECONDS": "30",
+        "ICEE_START_GATE_MAX_WAIT_SECONDS": "60",
+    }
+    assert gate_env("admission.startGate.slots=0")["ICEE_START_GATE_SLOTS"] == "0"
     refused = run(
         helm, "template", "icee", str(CHART), "--set", "admission.startGate.maxWaitSeconds=0",
         check=False,

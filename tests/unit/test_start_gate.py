@@ -221,14 +221,14 @@ def test_queued_sessions_count_as_starting_for_admission() -> None:
     assert counts.starting_of_client("c") == 1
 
 
-def test_a_client_at_its_cap_leaves_a_slot_to_the_others() -> None:
-    q = FairQueue(2, client_slots=1)
-    assert q.join("f1", "F") == ["f1"]
-    assert q.join("f2", "F") == []  # F holds its one slot: the other stays free
-    assert q.held == 1
-    assert q.join("v1", "V") == ["v1"]  # another client starts at once
-    assert q.leave("f1") == ["f2"]
-    assert q.leave("v1") == []  # nobody else waits; F is at its cap
-    assert q.leave("f2") == []
-    with pytest.raises(ValueError, match="at least one slot"):
-        FairQueue(2, client_slots=0)
+def test_a_reserved_slot_goes_only_to_a_newcomer() -> None:
+    q = FairQueue(2, reserved=1)
+    assert q.join("f1", "F") == ["f1"]  # a newcomer may take any slot
+    assert q.join("f2", "F") == []  # F has a start in progress: the last slot is kept
+    assert q.join("v1", "V") == ["v1"]  # a client with nothing going takes it at once
+    # F's start ends: the one free slot is the last one, and F is no newcomer.
+    assert q.leave("f1") == []
+    assert q.leave("v1") == ["f2"]  # two free: F takes one, one stays reserved
+    assert q.join("w1", "W") == ["w1"]
+    with pytest.raises(ValueError, match="at least one slot for everyone"):
+        FairQueue(2, reserved=2)
