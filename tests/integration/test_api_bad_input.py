@@ -92,3 +92,25 @@ async def test_bad_input_does_not_disturb_a_running_session(api: ApiServer) -> N
 
     t, _ = await asyncio.gather(api.run(code), noise())
     assert (t.stdout, t.final["reason"]) == ("a\nb\n", "Completed")
+
+
+async def test_a_client_dropping_its_post_mid_body_is_no_server_error(api: ApiServer) -> None:
+    """A POST whose client goes away mid-body is no 500 with a traceback in the api's
+    log, and the api serves the next request."""
+    before = api.process.log.read_text(errors="replace")
+    _, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    writer.write(
+        b"POST /session HTTP/1.1\r\nHost: icee\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"language": "python", "code": "pri'
+    )
+    await writer.drain()
+    await asyncio.sleep(0.5)  # the api is reading the body now
+    writer.close()
+    await writer.wait_closed()
+    async with api.http() as http:
+        r = await http.post("/session", json={"language": "python", "code": "print(1)"})
+        assert r.status_code == 201, r.text
+        await http.delete(f"/session/{r.json()['sessionId']}")
+    log = api.process.log.read_text(errors="replace")[len(before) :]
+    assert "Traceback" not in log, log
+    assert "ClientDisconnect" not in log, log
