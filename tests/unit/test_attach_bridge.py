@@ -462,3 +462,18 @@ async def test_the_runners_last_frame_within_the_grace_ends_the_bridge_as_usual(
     assert await asyncio.wait_for(run, 2) is BridgeEnd.PROGRAM_ENDED
     assert h.client.sent == [{"type": "stdout", "data": "last words\n"}]
     assert h.bridge.outcome is None
+
+
+async def test_a_broken_attach_says_how_much_output_it_relayed_per_stream() -> None:
+    # After a broken attach the stream replays the container's log past these counts
+    # (what the runner relayed before the break is not sent twice).
+    h = Harness(output_bytes=8)
+    run = h.start()
+    h.attach.out(b"12345")
+    h.attach.out(b"err\n", "e")
+    h.attach.out(b"6789")  # past the cap: counted, not sent
+    h.attach.end()
+    await run
+    assert h.bridge.broke_off
+    assert h.bridge.relayed == {"stdout": 9, "stderr": 4}
+    assert h.bridge.output.exceeded

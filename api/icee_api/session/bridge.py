@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -138,6 +139,9 @@ class Bridge:
         # Whether the runner said anything: an attach to a container that had already
         # ended carries nothing (its output is in the log).
         self.heard_runner = False
+        # Bytes of the program's output per stream received from the runner (before the
+        # output cap): where a replay of the log picks up after a broken attach.
+        self.relayed: Counter[str] = Counter()
         self._quit_seen = False
 
     async def run(self) -> BridgeEnd:
@@ -224,6 +228,7 @@ class Bridge:
         """Pass one attach frame's runner events on; True after the final ``q`` frame."""
         for event in self._decoder.feed(data):
             if isinstance(event, rp.Output):
+                self.relayed[event.stream] += len(event.data)
                 await self._relay_output(event.stream, event.data, decoders[event.stream])
             elif isinstance(event, rp.Waiting):
                 if self.session.state is State.RUNNING:

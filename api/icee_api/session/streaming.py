@@ -443,18 +443,27 @@ class SessionStream:
                 # Attached to a container that had already ended (the pod status lags):
                 # what it wrote is in its log.
                 await self._replay_log(limits.output_bytes)
-            elif (
-                end is BridgeEnd.PROGRAM_ENDED
-                and bridge.broke_off
-                and await self._still_running(STREAM_LOSS_GRACE_SECONDS)
-            ):
-                # The stream broke, the program did not end: no new attach can reach
-                # it (stdinOnce), so nobody could end it but its deadline.
-                await bridge.request_termination(
-                    Reason.CLIENT_GONE,
-                    "the stream to the sandbox broke (its node's kubelet or container"
-                    " runtime went away); the program could no longer be reached",
-                )
+            elif end is BridgeEnd.PROGRAM_ENDED and bridge.broke_off:
+                if await self._still_running(STREAM_LOSS_GRACE_SECONDS):
+                    # The stream broke, the program did not end: no new attach can
+                    # reach it (stdinOnce), so nobody could end it but its deadline.
+                    await bridge.request_termination(
+                        Reason.CLIENT_GONE,
+                        "the stream to the sandbox broke (its node's kubelet or container"
+                        " runtime went away); the program could no longer be reached",
+                    )
+                elif not bridge.output.exceeded:
+                    # The attach ended before the runner's last frame and the program
+                    # ended too: what it wrote after the break is in the container's
+                    # log (the runner's frames), past what the attach relayed.
+                    log.info(
+                        "session %s: the attach ended before the runner's last frame;"
+                        " the rest of the output comes from the log",
+                        self.id,
+                    )
+                    await self._replay_log(
+                        limits.output_bytes, skip=dict(bridge.relayed), budget=bridge.output
+                    )
             return end
 
     async def _operator_ended(self) -> None:
@@ -522,9 +531,19 @@ class SessionStream:
 
     # -- ended ---------------------------------------------------------------------
 
-    async def _replay_log(self, output_bytes: int) -> None:
-        """Send what an already ended container wrote, from the runner's frames in its log."""
-        budget = ByteBudget(output_bytes)
+    async def _replay_log(
+        self,
+        output_bytes: int,
+        skip: dict[str, int] | None = None,
+        budget: ByteBudget | None = None,
+    ) -> None:
+        """Send what an already ended container wrote, from the runner's frames in its log.
+
+        ``skip``: bytes of each stream's output already relayed (by a broken attach),
+        left out; ``budget``: the output budget they were counted against.
+        """
+        budget = budget if budget is not None else ByteBudget(output_bytes)
+        skipping = dict(skip or {})
         decoder = rp.Decoder(log=True)
         texts = {"stdout": StreamDecoder(), "stderr": StreamDecoder()}
         # Frames add a header per piece of output; the log may be larger than the output.
@@ -533,8 +552,15 @@ class SessionStream:
             async for chunk in self._cluster.read_log(self.id, limit):
                 for event in decoder.feed(chunk):
                     if isinstance(event, rp.Output) and not budget.exceeded:
-                        allowed = budget.take(len(event.data))
-                        text = texts[event.stream].decode(event.data[:allowed])
+                        data = event.data
+                        left_out = min(len(data), skipping.get(event.stream, 0))
+                        if left_out:
+                            skipping[event.stream] -= left_out
+                            data = data[left_out:]
+                            if not data:
+                                continue
+                        allowed = budget.take(len(data))
+                        text = texts[event.stream].decode(data[:allowed])
                         if text:
                             await self._client.send(messages.output(event.stream, text))
                     elif isinstance(event, rp.Diagnostic):
